@@ -1,0 +1,55 @@
+"""``gridyolo data check``: what a dataset holds and what validation changed in it."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from gridyolo.data.base import DetectionReader
+
+
+def dataset_report(reader: DetectionReader) -> dict:
+    """Counts of a dataset, as one JSON-ready dict.
+
+    Keys: ``dataset``, ``images``, ``boxes`` (kept, crowd excluded), ``crowd``, ``difficult``,
+    ``negative_images`` (no boxes), ``classes`` (name -> kept boxes, every class listed),
+    ``image_sizes`` (``"WxH"`` -> images, most common first), ``clipped`` and ``dropped``
+    (lists of ``{"file", "reason", "box"}``).
+    """
+    records = reader.records
+    labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, dtype=np.int64)
+    per_class = np.bincount(labels, minlength=reader.info.num_classes)
+    sizes = Counter(f"{r.width}x{r.height}" for r in records)
+    return {
+        "dataset": reader.name,
+        "images": len(records),
+        "boxes": int(labels.shape[0]),
+        "crowd": int(sum(len(r.crowd_labels) for r in records)),
+        "difficult": int(sum(int(r.difficult.sum()) for r in records)),
+        "negative_images": int(sum(1 for r in records if len(r.labels) == 0)),
+        "classes": {name: int(n) for name, n in zip(reader.info.class_names, per_class)},
+        "image_sizes": dict(sizes.most_common()),
+        "clipped": [issue.to_dict() for issue in reader.clipped],
+        "dropped": [issue.to_dict() for issue in reader.dropped],
+    }
+
+
+def format_report(report: dict, max_sizes: int = 5) -> str:
+    """Human-readable text of ``dataset_report``."""
+    used = sum(1 for n in report["classes"].values() if n)
+    lines = [
+        f"dataset   {report['dataset']}",
+        f"images    {report['images']} ({report['negative_images']} without boxes)",
+        f"boxes     {report['boxes']} kept, {report['crowd']} crowd (evaluation only), "
+        f"{report['difficult']} difficult",
+        f"classes   {len(report['classes'])} listed, {used} with boxes",
+    ]
+    width = max((len(n) for n in report["classes"]), default=5)
+    lines += [f"  {name:<{width}}  {n}" for name, n in report["classes"].items()]
+    sizes = list(report["image_sizes"].items())
+    lines.append(f"image sizes ({len(sizes)} distinct): " + ", ".join(f"{s} x{n}" for s, n in sizes[:max_sizes]))
+    for key in ("clipped", "dropped"):
+        lines.append(f"{key} boxes: {len(report[key])}")
+        lines += [f"  {item['file']}: {item['reason']}" for item in report[key]]
+    return "\n".join(lines)

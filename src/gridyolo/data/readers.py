@@ -1,0 +1,42 @@
+"""One entry point from (root, format, split) to a reader."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gridyolo.data.base import DetectionReader
+from gridyolo.data.coco import CocoReader
+from gridyolo.data.voc import VOC_CLASSES, VocReader
+from gridyolo.data.yolo_txt import YoloTxtReader
+from gridyolo.errors import DatasetError
+
+FORMATS = ("coco", "voc", "yolo")
+
+
+def build_reader(
+    root: str | Sequence[str],
+    format: str,
+    split: str | None = None,
+    classes: Sequence[str] | str | None = "voc",
+) -> DetectionReader:
+    """Build the reader of a dataset.
+
+    Args:
+        root: COCO root, VOC root (or a list of VOC roots), or a YOLO data YAML / its folder.
+        format: ``coco``, ``voc`` or ``yolo``.
+        split: COCO ``instances_{split}.json``; VOC ``ImageSets/Main/{split}.txt`` (``None``: every xml);
+            YOLO key in the YAML (``None``: ``train``).
+        classes: VOC only: a list of names, ``"voc"`` for the 20 VOC classes, ``None`` to infer them.
+    """
+    if format == "coco":
+        if not isinstance(root, str):
+            raise DatasetError("COCO reads a single root")
+        return CocoReader.from_root(root, split)
+    if format == "voc":
+        class_list = VOC_CLASSES if classes == "voc" else classes
+        return VocReader(root, split, class_list)
+    if format == "yolo":
+        if not isinstance(root, str):
+            raise DatasetError("YOLO txt reads a single data YAML")
+        return YoloTxtReader(root, split or "train")
+    raise DatasetError(f"unknown dataset format '{format}' (choose one of: {', '.join(FORMATS)})")
