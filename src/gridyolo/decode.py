@@ -1,0 +1,98 @@
+"""Raw grid -> detections in original-image pixels: scores, threshold, per-class NMS, cap per image.
+
+Vectorized over the whole batch (one top-k, one ``batched_nms`` call); TorchScript-safe.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from gridyolo.grid import activate, cell_boxes
+
+
+def decode_grid(
+    raw: Tensor,
+    num_boxes: int,
+    input_hw: tuple[int, int],
+    letterbox: Tensor | None = None,
+    orig_sizes: Tensor | None = None,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 100,
+    pre_nms_topk: int = 1000,
+) -> list[dict[str, Tensor]]:
+    """Decode a raw grid into per-image detections.
+
+    The score of box b for class c is ``conf_b × P(c | object)`` (YOLOv1's class-specific confidence);
+    every (box, class) pair whose score passes ``conf_threshold`` is a candidate, at most
+    ``pre_nms_topk`` per image. NMS runs per image and per class (``torchvision.ops.batched_nms``) in
+    original-image pixels; then at most ``max_detections`` per image, highest score first.
+
+    Args:
+        raw: ``(N, S, S, B*5 + C)`` model output.
+        num_boxes: B.
+        input_hw: ``(height, width)`` of the model input in pixels.
+        letterbox: ``[N, 4]`` ``(scale_x, scale_y, pad_x, pad_y)`` per image (``x_in = x * scale + pad``);
+            ``None``: boxes stay in input pixels.
+        orig_sizes: ``[N, 2]`` ``(height, width)`` to clip to; ``None``: clip to the input.
+
+    Returns:
+        N dicts with ``boxes`` float32 ``[K, 4]`` xyxy (original pixels), ``scores`` ``[K]``,
+        ``labels`` int64 ``[K]``.
+    """
+    n = raw.shape[0]
+    pred = activate(raw.float(), num_boxes)
+    num_classes = pred.class_prob.shape[-1]
+    height, width = input_hw
+    boxes = cell_boxes(pred.xy, pred.sqrt_wh).reshape(n, -1, 4)
+    boxes = boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    scores = (pred.conf.unsqueeze(-1) * pred.class_prob.unsqueeze(3)).reshape(n, -1)  # [N, S*S*B*C]
+
+    k = min(pre_nms_topk, scores.shape[1])
+    top_scores, top_index = scores.topk(k, dim=1)
+    image_index = torch.arange(n, device=raw.device).unsqueeze(1).expand(n, k)
+    keep = top_scores > conf_threshold
+    cand_scores = top_scores[keep]
+    cand_image = image_index[keep]
+    cand_label = top_index[keep] % num_classes
+    cand_boxes = boxes[cand_image, top_index[keep] // num_classes]
+
+    if letterbox is not None:
+        params = letterbox.to(cand_boxes)[cand_image]
+        scale = torch.stack([params[:, 0], params[:, 1], params[:, 0], params[:, 1]], dim=1)
+        shift = torch.stack([params[:, 2], params[:, 3], params[:, 2], params[:, 3]], dim=1)
+        cand_boxes = (cand_boxes - shift) / scale
+    if orig_sizes is not None:
+        limits = orig_sizes.to(cand_boxes)[cand_image]  # (height, width)
+    else:
+        limits = torch.tensor([[float(height), float(width)]], device=raw.device).expand(cand_boxes.shape[0], 2)
+    zeros = torch.zeros_like(limits[:, 0])
+    cand_boxes = torch.stack(
+        [
+            torch.minimum(torch.maximum(cand_boxes[:, 0], zeros), limits[:, 1]),
+            torch.minimum(torch.maximum(cand_boxes[:, 1], zeros), limits[:, 0]),
+            torch.minimum(torch.maximum(cand_boxes[:, 2], zeros), limits[:, 1]),
+            torch.minimum(torch.maximum(cand_boxes[:, 3], zeros), limits[:, 0]),
+        ],
+        dim=1,
+    )
+
+    kept = batched_nms(cand_boxes, cand_scores, cand_image * num_classes + cand_label, iou_threshold)
+    # kept is sorted by score; a stable sort by image keeps that order inside each image.
+    kept = kept[torch.sort(cand_image[kept], stable=True).indices]
+    kept_image = cand_image[kept]
+    counts = torch.bincount(kept_image, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(kept.shape[0], device=raw.device) - starts[kept_image]
+    kept = kept[rank < max_detections]
+    counts = counts.clamp(max=max_detections)
+
+    out: list[dict[str, Tensor]] = []
+    for b, s, lab in zip(
+        cand_boxes[kept].split(counts.tolist()), cand_scores[kept].split(counts.tolist()),
+        cand_label[kept].split(counts.tolist()),
+    ):
+        out.append({"boxes": b, "scores": s, "labels": lab})
+    return out

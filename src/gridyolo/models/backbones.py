@@ -1,0 +1,113 @@
+"""Backbones behind one small constructor table: name -> (module, out_channels, stride, normalization).
+
+Every backbone maps ``[N, 3, H, W]`` (normalized) to ``[N, out_channels, H / stride, W / stride]``
+(ceil division for the TF-padded Lite0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torchvision
+from torch import Tensor, nn
+
+from gridyolo.errors import GridyoloError
+from gridyolo.models.darknet import darknet24, darknet_tiny
+from gridyolo.models.efficientnet_lite import efficientnet_lite0, load_state_dict_file
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature extractor and what the rest of the model needs to know about it."""
+
+    module: nn.Module
+    out_channels: int
+    stride: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class ResNetFeatures(nn.Module):
+    """torchvision ResNet without its pooling and classifier."""
+
+    def __init__(self, resnet: torchvision.models.ResNet) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+class LiteFeatures(nn.Module):
+    """EfficientNet-Lite0 up to its 1280-channel head convolution."""
+
+    def __init__(self, weights: str | None) -> None:
+        super().__init__()
+        self.net = efficientnet_lite0(weights, num_classes=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.forward_features(x)
+
+
+def _resnet(depth: int) -> Callable[[str | None], Backbone]:
+    def build(weights: str | None) -> Backbone:
+        name = f"resnet{depth}"
+        model = getattr(torchvision.models, name)(weights=None)
+        if weights == "imagenet":
+            enum = getattr(torchvision.models, f"ResNet{depth}_Weights").IMAGENET1K_V1
+            try:
+                state = enum.get_state_dict(progress=False)
+            except Exception as exc:  # offline: URLError / OSError
+                raise GridyoloError(
+                    f"cannot download {name} ImageNet weights ({exc.__class__.__name__}); "
+                    "pass a local state_dict path as weights instead"
+                ) from None
+            model.load_state_dict(state)
+        elif weights is not None:
+            state = {k: v for k, v in load_state_dict_file(weights).items() if not k.startswith("fc.")}
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if unexpected or [k for k in missing if not k.startswith("fc.")]:
+                raise GridyoloError(f"{weights}: not a {name} state_dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        out = 2048 if depth >= 50 else 512
+        return Backbone(ResNetFeatures(model), out, 32, IMAGENET_MEAN, IMAGENET_STD)
+
+    return build
+
+
+def _darknet(factory: Callable[[], nn.Module]) -> Callable[[str | None], Backbone]:
+    def build(weights: str | None) -> Backbone:
+        net = factory()
+        if weights == "imagenet":
+            raise GridyoloError("no ImageNet weights are published for gridyolo's Darknet; train from scratch "
+                                "(weights: null) or pass a local state_dict path")
+        if weights is not None:
+            net.load_state_dict(load_state_dict_file(weights))
+        return Backbone(net, net.out_channels, net.stride, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+    return build
+
+
+def _lite0(weights: str | None) -> Backbone:
+    return Backbone(LiteFeatures(weights), 1280, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
+    "resnet18": _resnet(18),
+    "resnet34": _resnet(34),
+    "resnet50": _resnet(50),
+    "darknet": _darknet(darknet24),
+    "darknet_tiny": _darknet(darknet_tiny),
+    "efficientnet_lite0": _lite0,
+}
+
+
+def build_backbone(name: str, weights: str | None = None) -> Backbone:
+    """Build a backbone by name; ``weights``: ``None`` (random init), ``"imagenet"`` or a state_dict path."""
+    if name not in BACKBONES:
+        raise GridyoloError(f"unknown backbone '{name}' (choose one of: {', '.join(BACKBONES)})")
+    return BACKBONES[name](weights)
