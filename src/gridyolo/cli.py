@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = data.add_parser("check", help="count images, boxes and classes; list clipped and dropped boxes")
     check.add_argument("root", nargs="+", help="dataset root (VOC: several roots are concatenated; YOLO: data YAML)")
     check.add_argument("--format", required=True, choices=("coco", "voc", "yolo"))
-    check.add_argument("--split", default=None, help="COCO instances_SPLIT.json, VOC ImageSets/Main/SPLIT.txt, YOLO key")
+    check.add_argument(
+        "--split", default=None, help="COCO instances_SPLIT.json, VOC ImageSets/Main/SPLIT.txt, YOLO key"
+    )
     check.add_argument("--classes", default=None, help="VOC: comma-separated class list (default: found in the files)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=_data_check)

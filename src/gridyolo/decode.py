@@ -91,7 +91,8 @@ def decode_grid(
 
     out: list[dict[str, Tensor]] = []
     for b, s, lab in zip(
-        cand_boxes[kept].split(counts.tolist()), cand_scores[kept].split(counts.tolist()),
+        cand_boxes[kept].split(counts.tolist()),
+        cand_scores[kept].split(counts.tolist()),
         cand_label[kept].split(counts.tolist()),
     ):
         out.append({"boxes": b, "scores": s, "labels": lab})

@@ -141,8 +141,9 @@ def encode_raw(
 
     Every predictor of an object's cell gets the object's box; the first has confidence 1 (it is the
     responsible one: IoUs tie and the loss takes the first), the others and every other cell 0; the
-    object's class gets probability 1. ``YoloV1Loss`` of this grid is 0 up to float rounding. Objects that lose their cell to a larger one
-    (``assign_cells``) are absent. Logits are clamped to ±16, so decoded boxes match to ~1e-5 of the input.
+    object's class gets probability 1. ``YoloV1Loss`` of this grid is 0 up to float rounding. Objects
+    that lose their cell to a larger one (``assign_cells``) are absent. Logits are clamped to ±16, so
+    decoded boxes match to ~1e-5 of the input.
     """
     boxes, labels, batch = flatten_targets(targets, input_hw, torch.device("cpu"))
     cells = assign_cells(boxes, labels, batch, grid_size)

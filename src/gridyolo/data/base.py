@@ -34,8 +34,7 @@ class DetectionReader(Sequence):
         height, width = image.shape[:2]
         if (width, height) != (record.width, record.height):
             raise DatasetError(
-                f"{record.file}: image is {width}x{height} but its annotation says "
-                f"{record.width}x{record.height}"
+                f"{record.file}: image is {width}x{height} but its annotation says {record.width}x{record.height}"
             )
         return Sample(image=image, record=record)
 

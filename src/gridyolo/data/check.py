@@ -41,8 +41,7 @@ def format_report(report: dict, max_sizes: int = 5) -> str:
     lines = [
         f"dataset   {report['dataset']}",
         f"images    {report['images']} ({report['negative_images']} without boxes)",
-        f"boxes     {report['boxes']} kept, {report['crowd']} crowd (evaluation only), "
-        f"{report['difficult']} difficult",
+        f"boxes     {report['boxes']} kept, {report['crowd']} crowd (evaluation only), {report['difficult']} difficult",
         f"classes   {len(report['classes'])} listed, {used} with boxes",
     ]
     width = max((len(n) for n in report["classes"]), default=5)

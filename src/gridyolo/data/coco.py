@@ -77,7 +77,9 @@ class CocoReader(DetectionReader):
                 image_id, file_name = int(img["id"]), str(img["file_name"])
                 width, height = int(img["width"]), int(img["height"])
             except (KeyError, TypeError, ValueError):
-                raise DatasetError(f"{annotation_file}: image entry {img!r:.120} lacks id/file_name/width/height") from None
+                raise DatasetError(
+                    f"{annotation_file}: image entry {img!r:.120} lacks id/file_name/width/height"
+                ) from None
             anns = per_image.get(image_id, [])
             xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
             boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # xywh -> xyxy
@@ -110,12 +112,12 @@ class CocoReader(DetectionReader):
         )
         if split is None:
             if len(available) != 1:
-                raise DatasetError(f"{ann_dir}: choose a split with --split, one of: {', '.join(available) or 'none found'}")
+                raise DatasetError(
+                    f"{ann_dir}: choose a split with --split, one of: {', '.join(available) or 'none found'}"
+                )
             split = available[0]
         if split not in available:
-            raise DatasetError(
-                f"{ann_dir}: no instances_{split}.json (splits found: {', '.join(available) or 'none'})"
-            )
+            raise DatasetError(f"{ann_dir}: no instances_{split}.json (splits found: {', '.join(available) or 'none'})")
         image_dir = os.path.join(root, split)
         if not os.path.isdir(image_dir):
             raise DatasetError(f"{image_dir}: image folder of split '{split}' not found")

@@ -39,7 +39,9 @@ class DetectionDataset(Dataset):
             mosaic_items = None
             if self.transform.augment.mosaic > 0 and len(self.reader) > 1:
                 others = [random.randrange(len(self.reader)) for _ in range(3)]
-                mosaic_items = [self.transform.prepare(s.image, s.boxes, s.labels) for s in map(self.reader.__getitem__, others)]
+                mosaic_items = [
+                    self.transform.prepare(s.image, s.boxes, s.labels) for s in map(self.reader.__getitem__, others)
+                ]
             image, boxes, labels = self.transform(sample.image, sample.boxes, sample.labels, mosaic_items)
             params = np.full(4, np.nan, dtype=np.float32)
         else:

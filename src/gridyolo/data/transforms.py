@@ -97,8 +97,13 @@ class TrainTransform:
     already-letterboxed items); returns the augmented ``size x size`` image and its boxes in input pixels.
     """
 
-    def __init__(self, input_size: int, resize_mode: str = "letterbox", augment: AugmentConfig | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        resize_mode: str = "letterbox",
+        augment: AugmentConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.input_size = input_size
         self.resize_mode = resize_mode
         self.augment = augment or AugmentConfig()
@@ -106,8 +111,12 @@ class TrainTransform:
         steps: list = []
         if cfg.mosaic > 0:
             steps.append(
-                A.Mosaic(target_size=(input_size, input_size), cell_shape=(input_size, input_size),
-                         fill=PAD_VALUE, p=cfg.mosaic)
+                A.Mosaic(
+                    target_size=(input_size, input_size),
+                    cell_shape=(input_size, input_size),
+                    fill=PAD_VALUE,
+                    p=cfg.mosaic,
+                )
             )
         steps += [
             A.Affine(
@@ -168,8 +177,9 @@ class EvalTransform:
         self.input_size = input_size
         self.resize_mode = resize_mode
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                                         np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Returns ``(image [S, S, 3], boxes [K, 4] input px, labels [K], params [4])``."""
         out, params = letterbox(image, self.input_size, self.resize_mode)
         return out, boxes_to_input(boxes, params), np.asarray(labels, dtype=np.int64), params

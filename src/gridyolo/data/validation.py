@@ -39,9 +39,7 @@ def clip_and_filter_boxes(
             where = "after clipping to the image" if changed[i] else ""
             issues.append(BoxIssue(file, "dropped", f"box {_fmt(box)} has zero or negative area {where}".strip(), box))
         else:
-            issues.append(
-                BoxIssue(file, "clipped", f"box {_fmt(box)} extends outside the {width}x{height} image", box)
-            )
+            issues.append(BoxIssue(file, "clipped", f"box {_fmt(box)} extends outside the {width}x{height} image", box))
     return clipped[keep], keep, issues
 
 

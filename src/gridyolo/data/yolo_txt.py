@@ -72,7 +72,13 @@ class YoloTxtReader(DetectionReader):
             boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
             self.records.append(
                 self._make_record(
-                    file=image, image_id=image_id, width=width, height=height, boxes=boxes, labels=labels, issue_file=txt
+                    file=image,
+                    image_id=image_id,
+                    width=width,
+                    height=height,
+                    boxes=boxes,
+                    labels=labels,
+                    issue_file=txt,
                 )
             )
 
@@ -105,7 +111,9 @@ def _list_images(base: str, entry: str | list, data_yaml: str) -> list[str]:
             with open(path, encoding="utf-8") as f:
                 images += [os.path.normpath(os.path.join(base, line.strip())) for line in f if line.strip()]
         else:
-            raise DatasetError(f"{data_yaml}: split entry '{item}' -> {path} is neither an image folder nor a .txt list")
+            raise DatasetError(
+                f"{data_yaml}: split entry '{item}' -> {path} is neither an image folder nor a .txt list"
+            )
     return images
 
 

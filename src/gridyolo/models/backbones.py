@@ -72,7 +72,9 @@ def _resnet(depth: int) -> Callable[[str | None], Backbone]:
             state = {k: v for k, v in load_state_dict_file(weights).items() if not k.startswith("fc.")}
             missing, unexpected = model.load_state_dict(state, strict=False)
             if unexpected or [k for k in missing if not k.startswith("fc.")]:
-                raise GridyoloError(f"{weights}: not a {name} state_dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
+                raise GridyoloError(
+                    f"{weights}: not a {name} state_dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
         out = 2048 if depth >= 50 else 512
         return Backbone(ResNetFeatures(model), out, 32, IMAGENET_MEAN, IMAGENET_STD)
 
@@ -83,8 +85,10 @@ def _darknet(factory: Callable[[], nn.Module]) -> Callable[[str | None], Backbon
     def build(weights: str | None) -> Backbone:
         net = factory()
         if weights == "imagenet":
-            raise GridyoloError("no ImageNet weights are published for gridyolo's Darknet; train from scratch "
-                                "(weights: null) or pass a local state_dict path")
+            raise GridyoloError(
+                "no ImageNet weights are published for gridyolo's Darknet; train from scratch "
+                "(weights: null) or pass a local state_dict path"
+            )
         if weights is not None:
             net.load_state_dict(load_state_dict_file(weights))
         return Backbone(net, net.out_channels, net.stride, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
