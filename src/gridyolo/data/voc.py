@@ -47,8 +47,8 @@ class VocReader(DetectionReader):
         label_of = {name: i for i, name in enumerate(classes)}
 
         self.records = []
-        for image_id, (root, xml, file_name, size, objects) in enumerate(parsed):
-            file = _image_path(root, xml, file_name)
+        for image_id, (root, xml, size, objects) in enumerate(parsed):
+            file = _image_path(root, xml)
             width, height = size if size else read_image_size(file)
             for name, *_ in objects:
                 if name not in label_of:
@@ -91,8 +91,8 @@ class VocReader(DetectionReader):
         return files
 
 
-def _parse_xml(path: str) -> tuple[str | None, tuple[int, int] | None, list[tuple[str, list[float], bool]]]:
-    """``(filename, (width, height) or None, [(name, [xmin, ymin, xmax, ymax], difficult), ...])``."""
+def _parse_xml(path: str) -> tuple[tuple[int, int] | None, list[tuple[str, list[float], bool]]]:
+    """``((width, height) or None, [(name, [xmin, ymin, xmax, ymax], difficult), ...])``."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -117,17 +117,12 @@ def _parse_xml(path: str) -> tuple[str | None, tuple[int, int] | None, list[tupl
             raise DatasetError(f"{path}: object #{k} ('{name}') has a missing or non-numeric <bndbox>") from None
         difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")
         objects.append((name, box, difficult))
-    return root.findtext("filename"), size, objects
+    return size, objects
 
 
-def _image_path(root: str, xml: str, file_name: str | None) -> str:
-    """``JPEGImages/{id}.jpg`` as in VOC; else another suffix or the xml's <filename>."""
+def _image_path(root: str, xml: str) -> str:
+    """``JPEGImages/{id}.jpg`` as in VOC (other image suffixes accepted); the xml's ``<filename>`` is not
+    trusted, since tools that copy annotations often leave it stale."""
     stem = os.path.splitext(os.path.basename(xml))[0]
-    image_dir = os.path.join(root, "JPEGImages")
-    candidates = [os.path.join(image_dir, stem + s) for s in IMAGE_SUFFIXES]
-    if file_name:
-        candidates.append(os.path.join(image_dir, file_name))
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    return candidates[0]
+    candidates = [os.path.join(root, "JPEGImages", stem + suffix) for suffix in IMAGE_SUFFIXES]
+    return next((path for path in candidates if os.path.isfile(path)), candidates[0])

@@ -1,0 +1,116 @@
+"""Shared fixtures: the real data in ../shared/data (tests skip with a reason when it is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+COCO128 = DATA / "coco128"
+BCCD = DATA / "bccd"
+VIDEO = DATA / "video" / "vtest.avi"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (expected ../shared/data beside the project root)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def coco128_root() -> Path:
+    return _require(COCO128)
+
+
+@pytest.fixture(scope="session")
+def bccd_root() -> Path:
+    return _require(BCCD)
+
+
+@pytest.fixture(scope="session")
+def coco128_reader(coco128_root):
+    from gridyolo.data import build_reader
+
+    return build_reader(str(coco128_root), "coco", "train2017")
+
+
+@pytest.fixture(scope="session")
+def bccd_reader(bccd_root):
+    from gridyolo.data import build_reader
+
+    return build_reader(str(bccd_root), "voc", "trainval", classes=None)
+
+
+def write_yolo_copy(coco_root: Path, dest: Path, limit: int | None = None) -> Path:
+    """A YOLO-txt copy of a COCO dataset (images symlinked, labels normalized cx cy w h, crowd left out).
+
+    Returns the data YAML path.
+    """
+    data = json.loads((coco_root / "annotations" / "instances_train2017.json").read_text())
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    label_of = {c["id"]: i for i, c in enumerate(cats)}
+    images = sorted(data["images"], key=lambda i: i["file_name"])[:limit]
+    (dest / "images" / "train").mkdir(parents=True)
+    (dest / "labels" / "train").mkdir(parents=True)
+    for img in images:
+        src = coco_root / "train2017" / img["file_name"]
+        os.symlink(src, dest / "images" / "train" / img["file_name"])
+        lines = []
+        for ann in data["annotations"]:
+            if ann["image_id"] == img["id"] and not ann["iscrowd"]:
+                x, y, w, h = ann["bbox"]
+                W, H = img["width"], img["height"]
+                cx, cy = (x + w / 2) / W, (y + h / 2) / H
+                lines.append(f"{label_of[ann['category_id']]} {cx:.9f} {cy:.9f} {w / W:.9f} {h / H:.9f}")
+        if lines:
+            (dest / "labels" / "train" / (Path(img["file_name"]).stem + ".txt")).write_text("\n".join(lines) + "\n")
+    yaml_path = dest / "data.yaml"
+    names = "\n".join(f"  {i}: {c['name']}" for i, c in enumerate(cats))
+    yaml_path.write_text(f"path: .\ntrain: images/train\nval: images/train\nnames:\n{names}\n")
+    return yaml_path
+
+
+def write_voc_copy(coco_root: Path, dest: Path, limit: int | None = None) -> Path:
+    """A Pascal VOC copy of a COCO dataset (crowd left out, class names from COCO)."""
+    data = json.loads((coco_root / "annotations" / "instances_train2017.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    images = sorted(data["images"], key=lambda i: i["file_name"])[:limit]
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (dest / sub).mkdir(parents=True)
+    for img in images:
+        stem = Path(img["file_name"]).stem
+        os.symlink(coco_root / "train2017" / img["file_name"], dest / "JPEGImages" / img["file_name"])
+        root = ET.Element("annotation")
+        ET.SubElement(root, "filename").text = img["file_name"]
+        size = ET.SubElement(root, "size")
+        ET.SubElement(size, "width").text = str(img["width"])
+        ET.SubElement(size, "height").text = str(img["height"])
+        for ann in data["annotations"]:
+            if ann["image_id"] == img["id"] and not ann["iscrowd"]:
+                obj = ET.SubElement(root, "object")
+                ET.SubElement(obj, "name").text = names[ann["category_id"]]
+                ET.SubElement(obj, "difficult").text = "0"
+                box = ET.SubElement(obj, "bndbox")
+                x, y, w, h = ann["bbox"]
+                for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), (x, y, x + w, y + h)):
+                    ET.SubElement(box, tag).text = repr(float(v))
+        ET.ElementTree(root).write(dest / "Annotations" / f"{stem}.xml")
+    (dest / "ImageSets" / "Main" / "train.txt").write_text("\n".join(Path(i["file_name"]).stem for i in images) + "\n")
+    return dest
+
+
+def copy_voc_subset(src: Path, dest: Path, ids: list[str]) -> Path:
+    """A small VOC root with the given ids of ``src`` (xml copied so tests can edit it, images symlinked)."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        shutil.copy(src / "Annotations" / f"{i}.xml", dest / "Annotations" / f"{i}.xml")
+        os.symlink(src / "JPEGImages" / f"{i}.jpg", dest / "JPEGImages" / f"{i}.jpg")
+    (dest / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
+    return dest

@@ -1,0 +1,105 @@
+"""YOLOv1 loss: tests for the bugs known in public reimplementations."""
+
+from __future__ import annotations
+
+import torch
+
+from gridyolo.grid import assign_cells, encode_raw
+from gridyolo.loss import YoloV1Loss
+
+S, B, C = 7, 2, 3
+HW = (448, 448)
+
+
+def _targets(*boxes_labels):
+    return [
+        {
+            "boxes": torch.tensor([b for b, _ in bl], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([lab for _, lab in bl], dtype=torch.int64),
+        }
+        for bl in boxes_labels
+    ]
+
+
+def test_perfect_prediction_gives_zero_loss():
+    targets = _targets([([10, 20, 100, 200], 1), ([300, 300, 440, 440], 2)], [([64, 64, 128, 128], 0)])
+    loss = YoloV1Loss(S, B, C)(encode_raw(targets, HW, S, B, C), targets, HW)
+    assert loss["coord"] < 1e-9 and loss["cls"] < 1e-9
+    assert loss["total"] < 1e-6
+
+
+def test_non_responsible_predictor_confidence_pushed_to_zero():
+    targets = _targets([([100, 100, 200, 200], 1)])
+    raw = encode_raw(targets, HW, S, B, C)
+    row, col = 2, 2  # centre (150, 150) -> cell (2, 2) at 64 px per cell
+    raw[0, row, col, 5:8] = raw[0, row, col, 0:3] * 0  # predictor 1: a wrong box (centre of cell, tiny)...
+    raw[0, row, col, 8] = -3.0
+    raw[0, row, col, 9] = 3.0  # ...with high confidence
+    raw.requires_grad_(True)
+    loss = YoloV1Loss(S, B, C)(raw, targets, HW)
+    assert loss["noobj"] > 0.4  # 0.5 * sigmoid(3)^2
+    loss["total"].backward()
+    assert raw.grad[0, row, col, 9] > 0  # gradient descent lowers that confidence
+    assert raw.grad[0, row, col, 4].abs() < 1e-6  # the responsible one is already right
+
+
+def test_responsible_is_highest_iou_and_its_target_is_that_iou():
+    targets = _targets([([100, 100, 200, 200], 0)])
+    raw = encode_raw(targets, HW, S, B, C)
+    raw[0, 2, 2, 0:4] = torch.tensor([0.0, 0.0, -1.0, -1.0])  # predictor 0 now a worse box
+    raw[0, 2, 2, 4] = 0.0  # conf 0.5
+    raw[0, 2, 2, 9] = 0.0  # predictor 1 keeps the perfect box, conf 0.5
+    raw.requires_grad_(True)
+    loss = YoloV1Loss(S, B, C)(raw, targets, HW)
+    # predictor 1 is responsible: obj = (0.5 - 1)^2; predictor 0 is pushed to 0: noobj = 0.5 * 0.5^2
+    assert torch.isclose(loss["obj"], torch.tensor(0.25), atol=1e-5)
+    assert torch.isclose(loss["noobj"], torch.tensor(0.125), atol=1e-5)
+    assert loss["coord"] < 1e-9
+
+
+def test_object_on_cell_border_and_image_edge_gets_a_valid_cell():
+    boxes = torch.tensor([[0.0, 0.0, 2 / 7, 2 / 7], [0.8, 0.8, 1.2, 1.2], [0.9, 0.0, 1.1, 0.1], [0.0, 0.0, 0.0, 0.0]])
+    cells = assign_cells(boxes, torch.zeros(4, dtype=torch.long), torch.arange(4), S)
+    assert cells.col.tolist() == [1, 6, 6, 0] and cells.row.tolist() == [1, 6, 0, 0]
+    assert ((cells.xy >= 0) & (cells.xy <= 1)).all()
+    targets = _targets([([0, 0, 128, 128], 0), ([448 - 30, 448 - 30, 448 + 30, 448 + 30], 1), ([0, 200, 0, 200], 2)])
+    loss = YoloV1Loss(S, B, C)(torch.randn(1, S, S, B * 5 + C), targets, HW)
+    assert all(torch.isfinite(v) for v in loss.values())
+
+
+def test_gradients_finite_for_tiny_boxes():
+    targets = _targets([([100, 100, 100.0001, 100.0001], 0), ([300, 300, 300, 301], 1)])
+    raw = torch.randn(1, S, S, B * 5 + C)
+    raw[..., 2:4] = -30.0  # predicted sqrt(w), sqrt(h) ~ 1e-13
+    raw[..., 7:9] = -30.0
+    raw.requires_grad_(True)
+    loss = YoloV1Loss(S, B, C)(raw, targets, HW)
+    loss["total"].backward()
+    assert torch.isfinite(loss["total"]) and torch.isfinite(raw.grad).all()
+
+
+def test_image_without_objects_gives_only_noobj_loss():
+    raw = torch.randn(2, S, S, B * 5 + C)
+    loss = YoloV1Loss(S, B, C)(raw, _targets([], []), HW)
+    assert loss["coord"] == 0 and loss["obj"] == 0 and loss["cls"] == 0
+    expected = 0.5 * (raw[..., [4, 9]].sigmoid() ** 2).sum() / 2
+    assert torch.isclose(loss["noobj"], expected) and torch.isclose(loss["total"], expected)
+
+
+def test_two_objects_in_one_cell_largest_wins():
+    small, large = [70, 70, 90, 90], [40, 40, 120, 120]  # both centred in cell (1, 1)
+    for order in ([(small, 0), (large, 1)], [(large, 1), (small, 0)]):
+        targets = _targets(order)
+        raw = encode_raw(targets, HW, S, B, C)
+        loss = YoloV1Loss(S, B, C)(raw, targets, HW)
+        assert loss["total"] < 1e-6  # the perfect grid holds the large box only, whatever the order
+        assert raw[0, 1, 1, B * 5 + 1] > 0 and raw[0, 1, 1, B * 5] < 0
+
+
+def test_loss_sums_and_divides_by_batch():
+    targets = _targets([([10, 20, 100, 200], 1)])
+    raw = torch.randn(1, S, S, B * 5 + C)
+    one = YoloV1Loss(S, B, C)(raw, targets, HW)
+    two = YoloV1Loss(S, B, C)(raw.repeat(2, 1, 1, 1), targets * 2, HW)
+    for key in one:
+        assert torch.isclose(one[key], two[key], rtol=1e-5)
