@@ -1,0 +1,94 @@
+"""Pascal VOC AP@0.5 as the VOC devkit computes it: VOC07 11-point or area under the PR curve,
+difficult objects ignored (a detection matching one is neither true nor false positive)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from gridyolo.data.sample import ImageRecord
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=1)
+    union = (box[2:] - box[:2]).prod() + (boxes[:, 2:] - boxes[:, :2]).prod(axis=1) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def _average_precision(recall: np.ndarray, precision: np.ndarray, use_07: bool) -> float:
+    if use_07:  # mean of the best precision at recall >= 0, 0.1, ..., 1.0
+        return float(
+            np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)])
+        )
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]  # precision envelope
+    i = np.flatnonzero(r[1:] != r[:-1])
+    return float(np.sum((r[i + 1] - r[i]) * p[i + 1]))
+
+
+def voc_ap(
+    records: Sequence[ImageRecord],
+    detections: Mapping[int, Mapping],
+    class_names: Sequence[str],
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = True,
+) -> dict:
+    """Per-class and mean AP of ``detections`` (``{image_id: {boxes xyxy px, scores, labels}}``).
+
+    Returns ``{"map": mean over classes with ground truth, "per_class": {name: AP or -1}}``.
+    Boxes are continuous pixel coordinates (no VOC "+1" on widths).
+    """
+    gt: dict[tuple[int, int], dict] = {}
+    positives = np.zeros(len(class_names), dtype=np.int64)
+    for record in records:
+        for c in range(len(class_names)):
+            mask = record.labels == c
+            gt[(record.image_id, c)] = {
+                "boxes": record.boxes[mask].astype(np.float64),
+                "difficult": record.difficult[mask],
+                "used": np.zeros(int(mask.sum()), dtype=bool),
+            }
+            positives[c] += int((~record.difficult[mask]).sum())
+    per_class_dets: dict[int, list[tuple[float, int, np.ndarray]]] = defaultdict(list)
+    for image_id, det in detections.items():
+        boxes = np.asarray(det["boxes"], dtype=np.float64).reshape(-1, 4)
+        for box, score, label in zip(
+            boxes, np.asarray(det["scores"]).reshape(-1), np.asarray(det["labels"]).reshape(-1)
+        ):
+            per_class_dets[int(label)].append((float(score), int(image_id), box))
+
+    per_class = {}
+    for c, name in enumerate(class_names):
+        if positives[c] == 0:
+            per_class[name] = -1.0
+            continue
+        dets = sorted(per_class_dets.get(c, []), key=lambda d: -d[0])
+        tp = np.zeros(len(dets))
+        fp = np.zeros(len(dets))
+        for i, (_, image_id, box) in enumerate(dets):
+            entry = gt.get((image_id, c))
+            if entry is None or len(entry["boxes"]) == 0:
+                fp[i] = 1
+                continue
+            ious = _iou(box, entry["boxes"])
+            j = int(ious.argmax())
+            if ious[j] > iou_threshold:
+                if entry["difficult"][j]:
+                    continue
+                if not entry["used"][j]:
+                    tp[i], entry["used"][j] = 1, True
+                else:
+                    fp[i] = 1
+            else:
+                fp[i] = 1
+        tp, fp = np.cumsum(tp), np.cumsum(fp)
+        recall = tp / positives[c]
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        per_class[name] = _average_precision(recall, precision, use_07_metric) if len(dets) else 0.0
+    valid = [v for v in per_class.values() if v >= 0]
+    return {"map": float(np.mean(valid)) if valid else 0.0, "per_class": per_class}
