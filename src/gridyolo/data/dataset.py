@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.transforms import EvalTransform, TrainTransform
@@ -25,9 +23,24 @@ class DetectionDataset(Dataset):
         transform: ``TrainTransform`` (augmenting; Mosaic draws three other random items) or ``EvalTransform``.
     """
 
-    def __init__(self, reader: DetectionReader, transform: TrainTransform | EvalTransform) -> None:
+    def __init__(self, reader: DetectionReader, transform: TrainTransform | EvalTransform, seed: int = 0) -> None:
         self.reader = reader
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self._rng = np.random.default_rng(seed)
+        self._seeded_for: tuple[int, int] | None = None
+
+    def _reseed(self) -> None:
+        """Augmentation randomness is a function of (seed, epoch, loader worker), so a resumed run
+        draws what an uninterrupted one would have (albumentations ignores global seeds)."""
+        info = get_worker_info()
+        key = (self.epoch, info.id if info is not None else 0)
+        if key != self._seeded_for:
+            stream = np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]
+            self.transform.set_seed(int(stream))
+            self._rng = np.random.default_rng(int(stream))
+            self._seeded_for = key
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -36,9 +49,10 @@ class DetectionDataset(Dataset):
         sample = self.reader[index]
         record = sample.record
         if isinstance(self.transform, TrainTransform):
+            self._reseed()
             mosaic_items = None
             if self.transform.augment.mosaic > 0 and len(self.reader) > 1:
-                others = [random.randrange(len(self.reader)) for _ in range(3)]
+                others = self._rng.integers(0, len(self.reader), 3).tolist()
                 mosaic_items = [
                     self.transform.prepare(s.image, s.boxes, s.labels) for s in map(self.reader.__getitem__, others)
                 ]
@@ -54,6 +68,28 @@ class DetectionDataset(Dataset):
             "letterbox": torch.from_numpy(params),
         }
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Random order drawn from ``seed + epoch``; Lightning calls ``set_epoch`` before each epoch, which
+    also tells the dataset the epoch. A resumed run therefore sees the same order as one that never
+    stopped (a plain RandomSampler draws from the global RNG, which resuming does not restore)."""
+
+    def __init__(self, dataset: DetectionDataset, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
 
 
 def collate_detections(

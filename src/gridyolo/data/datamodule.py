@@ -1,0 +1,118 @@
+"""LightningDataModule: readers + transforms + loaders with ragged targets. No model code."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from gridyolo.data.base import DetectionReader
+from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections
+from gridyolo.data.readers import build_reader
+from gridyolo.data.sample import DatasetInfo
+from gridyolo.data.transforms import AugmentConfig, EvalTransform, TrainTransform
+from gridyolo.errors import DatasetError
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Train / val loaders for a COCO, VOC or YOLO-txt dataset.
+
+    Args:
+        root: dataset root (VOC: one or several roots; YOLO: the data YAML).
+        format: ``coco``, ``voc`` or ``yolo``.
+        train_split, val_split: split names (COCO ``train2017``, VOC ``trainval``, YOLO ``train`` ...).
+        val_root: root of the validation split when it differs (VOC07+12 trains on two roots, tests on VOC07).
+        classes: VOC class list (``"voc"`` for the 20 classes, ``None`` to infer from the files).
+        input_size: square model input in pixels.
+        resize_mode: ``letterbox`` (keep aspect, pad) or ``stretch`` (YOLOv1's plain resize).
+        augment: training augmentation (``AugmentConfig``); evaluation never augments.
+        batch_size, num_workers: loader settings; ``val_batch_size`` defaults to ``batch_size``.
+        seed: seed of the shuffle order and the augmentation stream (both also depend on the epoch).
+    """
+
+    def __init__(
+        self,
+        root: str | list[str],
+        format: str = "coco",
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        val_root: str | list[str] | None = None,
+        classes: list[str] | str | None = "voc",
+        input_size: int = 448,
+        resize_mode: str = "letterbox",
+        augment: AugmentConfig | None = None,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root, self.format, self.classes = root, format, classes
+        self.train_split, self.val_split = train_split, val_split
+        self.val_root = val_root if val_root is not None else root
+        self.input_size, self.resize_mode = input_size, resize_mode
+        self.augment = augment or AugmentConfig()
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.seed = num_workers, seed
+        self.train_reader: DetectionReader | None = None
+        self.val_reader: DetectionReader | None = None
+
+    def _read(self, root: str | list[str], split: str | None, role: str) -> DetectionReader:
+        reader = build_reader(root, self.format, split, classes=self.classes)
+        if len(reader) == 0:
+            raise DatasetError(f"{reader.name}: no usable images in the {role} split '{split}'")
+        return reader
+
+    def prepare_readers(self) -> None:
+        """Parse annotations once (cheap; images load lazily). Called by ``setup`` and by the CLI to
+        read the class list before the model is built."""
+        if self.train_reader is None:
+            self.train_reader = self._read(self.root, self.train_split, "training")
+        if self.val_reader is None:
+            self.val_reader = self._read(self.val_root, self.val_split, "validation")
+            if self.val_reader.info.class_names != self.train_reader.info.class_names:
+                raise DatasetError(
+                    f"{self.val_reader.name}: its classes differ from the training split's "
+                    f"({len(self.val_reader.info.class_names)} vs {len(self.train_reader.info.class_names)})"
+                )
+
+    @property
+    def info(self) -> DatasetInfo:
+        self.prepare_readers()
+        return self.train_reader.info
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_readers()
+
+    def train_dataloader(self) -> DataLoader:
+        transform = TrainTransform(self.input_size, self.resize_mode, self.augment, seed=self.seed)
+        dataset = DetectionDataset(self.train_reader, transform, seed=self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(dataset, self.seed),
+            drop_last=len(self.train_reader) > self.batch_size,  # BatchNorm dislikes a batch of 1
+            num_workers=self.num_workers,
+            collate_fn=collate_detections,
+            persistent_workers=False,  # workers re-fork each epoch and so learn the new epoch
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            DetectionDataset(self.val_reader, EvalTransform(self.input_size, self.resize_mode)),
+            batch_size=self.val_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_detections,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def describe(self) -> dict:
+        """What a checkpoint needs to rebuild the data side of the pipeline."""
+        return {
+            "format": self.format,
+            "input_size": self.input_size,
+            "resize_mode": self.resize_mode,
+            "augment": asdict(self.augment),
+        }

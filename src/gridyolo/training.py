@@ -1,0 +1,217 @@
+"""The LightningModule: model + loss + decode + metrics. No data code (that is the DataModule's)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
+
+from gridyolo.checkpoint import ModelMeta
+from gridyolo.decode import decode_grid
+from gridyolo.errors import GridyoloError
+from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
+from gridyolo.loss import YoloV1Loss
+from gridyolo.models import build_detector
+from gridyolo.optim import build_optimizer, lr_lambda
+
+
+class NonFiniteLossError(GridyoloError):
+    """The loss became NaN or infinite; training stops and the last good checkpoint stays."""
+
+
+def _ema_update(decay: float, tau: float):
+    """EMA with a warm-up (decay grows from 0 to ``decay`` over ~``tau`` updates), as in Ultralytics."""
+
+    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
+        if not ema_params[0].is_floating_point():  # BatchNorm's num_batches_tracked: copy, do not average
+            torch._foreach_copy_(ema_params, params)
+            return
+        d = decay * (1 - math.exp(-float(num_averaged) / tau))
+        torch._foreach_lerp_(ema_params, params, 1 - d)
+
+    return update
+
+
+class GridYoloModule(L.LightningModule):
+    """Train / validate a gridyolo Detector.
+
+    Args:
+        backbone, weights, grid_size, num_boxes, head_channels: the model (see ``build_detector``).
+        class_names, category_ids: linked from the data; travel inside checkpoints.
+        input_size, resize_mode: linked from the data; travel inside checkpoints.
+        lambda_coord, lambda_noobj: YOLOv1 loss weights.
+        optimizer: ``sgd`` (momentum, Nesterov) or ``adamw``; ``lr`` is the head's base LR.
+        momentum, weight_decay: weight decay is not applied to norm weights and biases.
+        backbone_lr_factor: LR multiplier of the (pre-trained) backbone.
+        freeze_backbone_epochs: the backbone is not updated during the first N epochs.
+        schedule, warmup_epochs, min_lr_factor, milestones, gamma: see ``optim.lr_lambda``.
+        ema_decay: EMA of the weights used for validation and saved in checkpoints (``None``: off).
+        conf_threshold, iou_threshold, max_detections: decoding during validation.
+        eval_backend: ``auto``, ``pycocotools`` or ``faster_coco_eval``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        weights: str | None = None,
+        grid_size: int = 7,
+        num_boxes: int = 2,
+        head_channels: int = 256,
+        class_names: list[str] | None = None,
+        category_ids: list[int] | None = None,
+        input_size: int = 448,
+        resize_mode: str = "letterbox",
+        lambda_coord: float = 5.0,
+        lambda_noobj: float = 0.5,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        backbone_lr_factor: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+        schedule: str = "cosine",
+        warmup_epochs: float = 1.0,
+        min_lr_factor: float = 0.05,
+        milestones: list[float] | None = None,
+        gamma: float = 0.1,
+        ema_decay: float | None = 0.999,
+        conf_threshold: float = 0.001,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
+        eval_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not class_names:
+            raise GridyoloError("the model needs class_names (they come from the data)")
+        self.save_hyperparameters()
+        num_classes = len(class_names)
+        self.category_ids = list(category_ids) if category_ids else list(range(1, num_classes + 1))
+        self.model = build_detector(backbone, num_classes, grid_size, num_boxes, weights, head_channels)
+        self.loss_fn = YoloV1Loss(grid_size, num_boxes, num_classes, lambda_coord, lambda_noobj)
+        self.ema: AveragedModel | None = None
+        if ema_decay:
+            self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(ema_decay, 2000.0), use_buffers=True)
+            self.ema.requires_grad_(False)
+        self._predictions: dict[int, dict[str, Tensor]] = {}
+        self._ground_truth: dict | None = None
+        self.last_metrics: dict[str, Any] = {}
+
+    # -- what checkpoints carry -------------------------------------------------------------------
+    @property
+    def meta(self) -> ModelMeta:
+        hp = self.hparams
+        return ModelMeta(
+            backbone=hp.backbone, grid_size=hp.grid_size, num_boxes=hp.num_boxes, head_channels=hp.head_channels,
+            class_names=list(hp.class_names), category_ids=self.category_ids, input_size=hp.input_size,
+            resize_mode=hp.resize_mode, mean=self.model.mean.flatten().tolist(), std=self.model.std.flatten().tolist(),
+        )  # fmt: skip
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gridyolo"] = self.meta.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("gridyolo", {}).get("class_names")
+        if saved is not None and list(saved) != list(self.hparams.class_names):
+            raise GridyoloError(
+                f"the checkpoint has {len(saved)} classes ({', '.join(saved[:5])}...) but the data has "
+                f"{len(self.hparams.class_names)}: resume or evaluate with the data it was trained on"
+            )
+
+    # -- training -----------------------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        if self.trainer.world_size == 1:  # under DDP the zero backbone LR alone freezes it
+            self.model.backbone.requires_grad_(not frozen)
+
+    def training_step(self, batch: tuple[Tensor, list[dict[str, Tensor]]], batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.loss_fn(self.model(images), targets, tuple(images.shape[-2:]))
+        if not torch.isfinite(losses["total"]):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.current_epoch} step {self.global_step}: {terms}; "
+                "training stopped, the last good checkpoint is kept (try a lower --model.lr)"
+            )
+        self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "total"}, batch_size=len(images))
+        self.log("loss", losses["total"], prog_bar=True, batch_size=len(images))
+        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], prog_bar=True, batch_size=len(images))
+        return losses["total"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = build_optimizer(
+            self.model, hp.optimizer, hp.lr, hp.momentum, hp.weight_decay, hp.backbone_lr_factor
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        lambdas = [
+            lr_lambda(hp.schedule, total, int(hp.warmup_epochs * per_epoch), hp.min_lr_factor,
+                      tuple(hp.milestones or (0.6, 0.85)), hp.gamma, hp.freeze_backbone_epochs * per_epoch,
+                      group["is_backbone"])
+            for group in optimizer.param_groups
+        ]  # fmt: skip
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation ---------------------------------------------------------------------------------
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def decode(self, raw: Tensor, targets: list[dict[str, Tensor]], input_hw: tuple[int, int]) -> list[dict]:
+        hp = self.hparams
+        return decode_grid(
+            raw,
+            hp.num_boxes,
+            input_hw,
+            letterbox=torch.stack([t["letterbox"] for t in targets]),
+            orig_sizes=torch.stack([t["orig_size"] for t in targets]),
+            conf_threshold=hp.conf_threshold,
+            iou_threshold=hp.iou_threshold,
+            max_detections=hp.max_detections,
+        )
+
+    def validation_step(self, batch: tuple[Tensor, list[dict[str, Tensor]]], batch_idx: int) -> None:
+        images, targets = batch
+        raw = self.eval_model(images)
+        losses = self.loss_fn(raw, targets, tuple(images.shape[-2:]))
+        self.log("val/loss", losses["total"], batch_size=len(images), sync_dist=True)
+        for target, det in zip(targets, self.decode(raw, targets, tuple(images.shape[-2:]))):
+            self._predictions[int(target["image_id"])] = {k: v.cpu() for k, v in det.items()}
+
+    def on_validation_epoch_start(self) -> None:
+        self._predictions = {}
+
+    def on_validation_epoch_end(self) -> None:
+        predictions = self._predictions
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, predictions)
+            predictions = {k: v for part in gathered for k, v in part.items()}  # padded duplicates collapse by id
+        metrics = self.evaluate_predictions(predictions) if self.global_rank == 0 else None
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        self.last_metrics = metrics
+        self.log_dict({f"val/{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}, sync_dist=False)
+        self.log("map50", float(metrics["map50"]), prog_bar=True)
+
+    def evaluate_predictions(self, predictions: dict[int, dict[str, Tensor]]) -> dict[str, Any]:
+        """COCO metrics of ``{image_id: detections}`` against the validation reader's ground truth."""
+        reader = self.trainer.datamodule.val_reader
+        if self._ground_truth is None:
+            self._ground_truth = coco_ground_truth(reader)
+        results = coco_results(predictions, self.category_ids)
+        metrics = evaluate_coco(self._ground_truth, results, backend=self.hparams.eval_backend)
+        metrics["images"] = len(predictions)
+        return metrics
