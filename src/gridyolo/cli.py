@@ -34,10 +34,32 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from gridyolo.evaluation.runner import evaluate_checkpoint
+    from gridyolo.runs import format_metrics_table
+
+    roots = args.data if args.format == "voc" else args.data[0]
+    metrics = evaluate_checkpoint(
+        args.weights, roots, args.format, args.split, args.batch, args.conf, args.iou, args.max_det,
+        args.backend, args.save_json, args.device,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(format_metrics_table(metrics, title=f"{args.weights} on {metrics['images']} images ({metrics['backend']})"))
+    if "voc07_map50" in metrics:
+        print(f"VOC AP@0.5: 11-point (VOC07) {metrics['voc07_map50']:.4f}, area {metrics['voc_map50']:.4f}")
+    for key in ("results_json", "ground_truth_json"):
+        if key in metrics:
+            print(f"wrote {metrics[key]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridyolo", description="A readable YOLOv1-style detector.")
     parser.add_argument("--version", action="version", version=f"gridyolo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("train", help="train from a YAML config (gridyolo train --help)", add_help=False)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="count images, boxes and classes; list clipped and dropped boxes")
@@ -49,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--classes", default=None, help="VOC: comma-separated class list (default: found in the files)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=_data_check)
+
+    evaluate = commands.add_parser("eval", help="COCO mAP (and VOC AP) of a checkpoint on a dataset split")
+    evaluate.add_argument("--weights", required=True, help="training checkpoint (.ckpt)")
+    evaluate.add_argument("--data", required=True, nargs="+", help="dataset root (VOC: several roots concatenate)")
+    evaluate.add_argument("--format", required=True, choices=("coco", "voc", "yolo"))
+    evaluate.add_argument("--split", default=None)
+    evaluate.add_argument("--batch", type=int, default=16)
+    evaluate.add_argument("--conf", type=float, default=0.001, help="score threshold (low for mAP)")
+    evaluate.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
+    evaluate.add_argument("--max-det", type=int, default=100)
+    evaluate.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster_coco_eval"))
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--save-json", default=None, help="write the COCO results json (and a _gt.json for non-COCO)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(func=_eval)
 
     summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs and receptive field")
     summary.add_argument("--backbone", default="resnet18")
@@ -62,8 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["train"]:  # LightningCLI owns the train parser (configs, dotted overrides, --help)
+            from gridyolo.train_cli import run_train
+
+            return run_train(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except GridyoloError as exc:
         print(f"gridyolo: error: {exc}", file=sys.stderr)

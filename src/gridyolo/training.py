@@ -140,7 +140,7 @@ class GridYoloModule(L.LightningModule):
                 f"non-finite loss at epoch {self.current_epoch} step {self.global_step}: {terms}; "
                 "training stopped, the last good checkpoint is kept (try a lower --model.lr)"
             )
-        self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "total"}, batch_size=len(images))
+        self.log_dict({k: v for k, v in losses.items() if k != "total"}, prog_bar=True, batch_size=len(images))
         self.log("loss", losses["total"], prog_bar=True, batch_size=len(images))
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], prog_bar=True, batch_size=len(images))
         return losses["total"]

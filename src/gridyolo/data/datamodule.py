@@ -82,6 +82,14 @@ class DetectionDataModule(L.LightningDataModule):
         self.prepare_readers()
         return self.train_reader.info
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    @property
+    def category_ids(self) -> list[int]:
+        return list(self.info.category_ids)
+
     def setup(self, stage: str | None = None) -> None:
         self.prepare_readers()
 
