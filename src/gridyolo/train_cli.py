@@ -60,7 +60,8 @@ class GridYoloCLI(LightningCLI):
             os.environ[RUN_DIR_ENV] = str(self.run_dir)
 
     def instantiate_trainer(self, **kwargs):
-        config_callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        config_callbacks = trainer_config.get("callbacks") or []
         callbacks = [
             *config_callbacks,
             ModelCheckpoint(
@@ -68,12 +69,22 @@ class GridYoloCLI(LightningCLI):
                 filename="best",
                 monitor="val/map",
                 mode="max",
-                save_last=True,
                 auto_insert_metric_name=False,
+                enable_version_counter=False,
+            ),
+            # last.ckpt after every epoch (Lightning's save_last only fires when a best checkpoint was saved)
+            ModelCheckpoint(
+                dirpath=self.run_dir / "weights",
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
             ),
             RunSummary(self.run_dir),
-            ProgressBar(),
         ]
+        if trainer_config.get("enable_progress_bar", True) is not False:
+            callbacks.append(ProgressBar())
         loggers = [
             CSVLogger(self.run_dir, name="", version=""),
             TensorBoardLogger(self.run_dir, name="", version="tensorboard", default_hp_metric=False),

@@ -1,0 +1,200 @@
+"""Training: the LightningModule alone (mocked trainer), the CLI run directory, resume, bad runs."""
+
+from __future__ import annotations
+
+import json
+from unittest.mock import MagicMock
+
+import pytest
+import torch
+
+from gridyolo.checkpoint import detector_from_checkpoint
+from gridyolo.cli import main
+from gridyolo.data.datamodule import DetectionDataModule
+from gridyolo.training import GridYoloModule, NonFiniteLossError
+from train_helpers import tiny_bccd, tiny_config
+
+CLASSES = ["RBC", "WBC", "Platelets"]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(bccd_root, tmp_path_factory):
+    return tiny_bccd(tmp_path_factory.mktemp("tiny") / "bccd", count=8)
+
+
+def _module(**kwargs):
+    module = GridYoloModule(
+        "darknet_tiny", grid_size=4, head_channels=32, class_names=CLASSES, input_size=128, **kwargs
+    )
+    module.log = MagicMock()
+    module.log_dict = MagicMock()
+    return module
+
+
+def test_module_steps_with_a_mocked_trainer(tiny_root):
+    """As NanoDet tests its task: the LightningModule's steps run without a Trainer."""
+    data = DetectionDataModule(str(tiny_root), "voc", "train", "train", classes=CLASSES, input_size=128, num_workers=0)
+    data.setup()
+    module = _module()
+    trainer = MagicMock()
+    trainer.datamodule = data
+    trainer.global_rank = 0
+    trainer.strategy.broadcast = lambda obj, src=0: obj
+    trainer.optimizers = [MagicMock(param_groups=[{"lr": 0.01}])]
+    module.trainer = trainer
+    batch = next(iter(data.train_dataloader()))
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss) and loss.requires_grad
+    logged = {call.args[0] for call in module.log.call_args_list}
+    assert {"loss", "lr"} <= logged
+    module.on_train_batch_end(None, batch, 0)  # EMA update
+    module.on_validation_epoch_start()
+    for batch in data.val_dataloader():
+        module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+    assert module.last_metrics["images"] == 8 and set(module.last_metrics["per_class"]) == set(CLASSES)
+    assert 0.0 <= module.last_metrics["map50"] <= 1.0
+
+
+def test_non_finite_loss_stops_with_the_terms():
+    module = _module()
+    module.trainer = MagicMock(current_epoch=3, global_step=41)
+    images = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0]]), "labels": torch.tensor([0])}]
+    module.model.head.predict.bias.data[:] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 3 step 41: coord=nan"):
+        module.training_step((images, targets), 0)
+
+
+def test_optimizer_groups_and_frozen_backbone():
+    module = _module(backbone_lr_factor=0.1, freeze_backbone_epochs=1, weight_decay=5e-4)
+    module.trainer = MagicMock(estimated_stepping_batches=20, max_epochs=2)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    groups = optimizer.param_groups
+    assert {(g["is_backbone"], g["weight_decay"] > 0) for g in groups} == {
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+    }
+    no_decay = [p for g in groups if g["weight_decay"] == 0 for p in g["params"]]
+    assert all(p.ndim == 1 for p in no_decay)  # biases and norm weights only
+    assert all(g["lr"] == 0 for g in groups if g["is_backbone"])  # frozen during epoch 0
+    for _ in range(12):
+        optimizer.step()
+        scheduler.step()
+    backbone = [g["lr"] for g in groups if g["is_backbone"]]
+    head = [g["lr"] for g in groups if not g["is_backbone"]]
+    assert backbone[0] > 0 and backbone[0] == pytest.approx(head[0] * 0.1)
+
+
+def _train(tmp_path, config, *extra):
+    return main(["train", "--config", str(config), "--project", str(tmp_path / "runs"), *extra])
+
+
+def test_cli_run_directory(tiny_root, tmp_path, capsys):
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, trainer__max_epochs=1)
+    assert _train(tmp_path, config) == 0
+    assert _train(tmp_path, config, "--model.grid_size", "5") == 0  # a second run never overwrites the first
+    first, second = tmp_path / "runs" / "exp", tmp_path / "runs" / "exp2"
+    for run in (first, second):
+        for name in ("weights/last.ckpt", "weights/best.ckpt", "config.yaml", "metrics.csv", "metrics.json"):
+            assert (run / name).is_file(), name
+        assert any((run / "tensorboard").iterdir())
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert {"map", "map50", "per_class", "best_map", "history"} <= set(metrics)
+    assert "grid_size: 5" in (second / "config.yaml").read_text()
+    model, meta = detector_from_checkpoint(str(second / "weights" / "best.ckpt"))
+    assert meta.class_names == CLASSES and meta.grid_size == 5 and meta.input_size == 128
+    assert meta.category_ids == [1, 2, 3] and meta.mean == [0.0, 0.0, 0.0]
+    assert "run directory:" in capsys.readouterr().out
+
+
+class SimulatedCrashError(RuntimeError):
+    pass
+
+
+def test_resume_gives_the_same_weights_and_metrics(tiny_root, tmp_path, monkeypatch):
+    """2 epochs in one go == a 2-epoch run that crashed after epoch 1, resumed from its last.ckpt."""
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root)
+    assert _train(tmp_path, config, "--name", "straight") == 0
+
+    start_epoch = GridYoloModule.on_train_epoch_start
+
+    def crash(self):
+        if self.current_epoch == 1:
+            raise SimulatedCrashError("crash at the start of the second epoch, after epoch 1's last.ckpt")
+        start_epoch(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GridYoloModule, "on_train_epoch_start", crash)
+        with pytest.raises(SimulatedCrashError):
+            _train(tmp_path, config, "--name", "half")
+    half = tmp_path / "runs" / "half" / "weights" / "last.ckpt"
+    assert torch.load(half, weights_only=False)["epoch"] == 0
+    assert _train(tmp_path, config, "--name", "resumed", "--resume", str(half)) == 0
+    straight = torch.load(tmp_path / "runs" / "straight" / "weights" / "last.ckpt", weights_only=False)
+    resumed = torch.load(tmp_path / "runs" / "resumed" / "weights" / "last.ckpt", weights_only=False)
+    assert straight["epoch"] == resumed["epoch"] and straight["global_step"] == resumed["global_step"]
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    a = json.loads((tmp_path / "runs" / "straight" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "runs" / "resumed" / "metrics.json").read_text())
+    assert a["map"] == b["map"] and a["per_class"] == b["per_class"]
+
+
+def _one_line_error(capsys, pattern):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("gridyolo: error: ")
+    import re
+
+    assert re.search(pattern, err), err
+
+
+def test_bad_runs_fail_with_one_line(tiny_root, tmp_path, capsys):
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, trainer__max_epochs=1)
+    assert _train(tmp_path, config, "--model.no_such_key", "1") == 2
+    _one_line_error(capsys, r"bad training configuration: .*no_such_key")
+    assert _train(tmp_path, config, "--data.root", str(tmp_path / "nowhere")) == 2
+    _one_line_error(capsys, r"nowhere: dataset root does not exist")
+    (tiny_root / "ImageSets" / "Main" / "empty.txt").write_text("")
+    assert _train(tmp_path, config, "--data.train_split", "empty") == 2
+    _one_line_error(capsys, r"no usable images in the training split 'empty'")
+
+
+def test_class_count_mismatch_on_resume_and_eval(tiny_root, tmp_path, capsys, coco128_root):
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, trainer__max_epochs=1)
+    assert _train(tmp_path, config) == 0
+    last = tmp_path / "runs" / "exp" / "weights" / "last.ckpt"
+    capsys.readouterr()
+    assert _train(tmp_path, config, "--resume", str(last), "--data.classes", "[RBC, WBC, Platelets, Other]",
+                  "--trainer.max_epochs", "2") == 2  # fmt: skip
+    _one_line_error(capsys, r"checkpoint has 3 classes .* but the data has 4")
+    assert main(["eval", "--weights", str(last), "--data", str(coco128_root), "--format", "coco",
+                 "--split", "train2017"]) == 2  # fmt: skip
+    _one_line_error(capsys, r"the checkpoint has 3 classes but .* has 80")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, capsys, monkeypatch):
+    from gridyolo.loss import YoloV1Loss
+
+    forward = YoloV1Loss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, raw, targets, input_hw):
+        losses = forward(self, raw, targets, input_hw)
+        calls["n"] += 1
+        if self.training and calls["n"] > 4:  # 2 steps + 2 val batches in epoch 0, then NaN in epoch 1
+            losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(YoloV1Loss, "forward", poisoned)
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root)
+    assert _train(tmp_path, config) == 2
+    _one_line_error(capsys, r"non-finite loss at epoch 1 step 2: .*total=nan")
+    last = torch.load(tmp_path / "runs" / "exp" / "weights" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0 and all(
+        torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point()
+    )
