@@ -107,6 +107,8 @@ def trainer_defaults() -> dict:
 
 def run_train(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is ours, on purpose
+    # validation metrics are computed on rank 0 and broadcast: every rank logs the same value already
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting")
     try:
         cli = GridYoloCLI(
             GridYoloModule,
