@@ -102,6 +102,8 @@ def test_cli_run_directory(tiny_root, tmp_path, capsys):
         for name in ("weights/last.ckpt", "weights/best.ckpt", "config.yaml", "metrics.csv", "metrics.json"):
             assert (run / name).is_file(), name
         assert any((run / "tensorboard").iterdir())
+    for plot in ("labels.png", "curves.png", "pr_curves.png", "confusion_matrix.png"):
+        assert (first / "plots" / plot).stat().st_size > 1000, plot
     metrics = json.loads((first / "metrics.json").read_text())
     assert {"map", "map50", "per_class", "best_map", "history"} <= set(metrics)
     assert "grid_size: 5" in (second / "config.yaml").read_text()

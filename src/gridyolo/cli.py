@@ -55,6 +55,13 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from gridyolo.demo import run_demo
+
+    run_demo(args.config, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridyolo", description="A readable YOLOv1-style detector.")
     parser.add_argument("--version", action="version", version=f"gridyolo {__version__}")
@@ -86,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-json", default=None, help="write the COCO results json (and a _gt.json for non-COCO)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_eval)
+
+    demo = commands.add_parser("demo", help="synthetic data -> train -> evaluate -> draw, on the CPU (make demo)")
+    demo.add_argument("--config", default="configs/demo.yaml")
+    demo.add_argument("--out", default="runs/demo", help="replaced if it exists")
+    demo.set_defaults(func=_demo)
 
     summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs and receptive field")
     summary.add_argument("--backbone", default="resnet18")

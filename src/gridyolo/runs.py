@@ -12,8 +12,17 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 
-def new_run_dir(project: str | os.PathLike, name: str) -> Path:
-    """Create and return ``project/name``, or ``name2``, ``name3``... if taken (atomic ``mkdir``)."""
+def new_run_dir(project: str | os.PathLike, name: str, exist_ok: bool = False) -> Path:
+    """Create and return ``project/name``, or ``name2``, ``name3``... if taken (atomic ``mkdir``).
+
+    ``exist_ok`` reuses ``project/name`` when it exists but holds no ``weights/`` yet (the demo writes
+    its data there first); a directory with weights is never reused.
+    """
+    if exist_ok:
+        wanted = Path(project) / name
+        if not (wanted / "weights").exists():
+            wanted.mkdir(parents=True, exist_ok=True)
+            return wanted
     for i in itertools.count(1):
         candidate = Path(project) / (name if i == 1 else f"{name}{i}")
         try:
@@ -70,9 +79,27 @@ class RunSummary(L.Callback):
             "best_checkpoint": str(checkpoint.best_model_path) if checkpoint else None,
             "history": self.history,
         }
+        summary.pop("pr50", None)
         write_json(self.run_dir / "metrics.json", summary)
+        self.write_plots(trainer, pl_module, final)
         print(format_metrics_table(final, title=f"final validation ({len(self.history)} evaluations)"))
         print(f"run directory: {self.run_dir}")
+
+    def write_plots(self, trainer: L.Trainer, pl_module: L.LightningModule, final: dict) -> None:
+        from gridyolo.evaluation import plots
+
+        data = trainer.datamodule
+        plots_dir = self.run_dir / "plots"
+        if data is not None and getattr(data, "train_reader", None) is not None:
+            plots.plot_label_distribution(data.train_reader.records, data.class_names, str(plots_dir / "labels.png"))
+        if self.history:
+            plots.plot_training_curves(self.history, str(plots_dir / "curves.png"))
+        if final.get("pr50"):
+            plots.plot_pr_curves(final["pr50"], str(plots_dir / "pr_curves.png"))
+        predictions = getattr(pl_module, "_predictions", None)
+        if predictions and data is not None and getattr(data, "val_reader", None) is not None:
+            matrix = plots.confusion_matrix(data.val_reader.records, predictions, len(data.class_names))
+            plots.plot_confusion_matrix(matrix, data.class_names, str(plots_dir / "confusion_matrix.png"))
 
 
 def format_metrics_table(metrics: dict, title: str = "metrics") -> str:

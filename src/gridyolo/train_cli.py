@@ -39,6 +39,7 @@ class GridYoloCLI(LightningCLI):
         parser.add_argument("--project", default="runs/train", help="folder of the run directories")
         parser.add_argument("--name", default="exp", help="run name; incremented (exp2, exp3...) when taken")
         parser.add_argument("--resume", default=None, help="checkpoint to resume from (model, EMA, optimizer, ...)")
+        parser.add_argument("--exist_ok", type=bool, default=False, help="reuse project/name if it holds no weights")
         parser.link_arguments("data.input_size", "model.input_size")
         parser.link_arguments("data.resize_mode", "model.resize_mode")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
@@ -56,7 +57,7 @@ class GridYoloCLI(LightningCLI):
         if inherited and int(os.environ.get("LOCAL_RANK", "0")) > 0:
             self.run_dir = Path(inherited)
         else:
-            self.run_dir = new_run_dir(self.config["project"], self.config["name"])
+            self.run_dir = new_run_dir(self.config["project"], self.config["name"], self.config["exist_ok"])
             os.environ[RUN_DIR_ENV] = str(self.run_dir)
 
     def instantiate_trainer(self, **kwargs):

@@ -103,7 +103,8 @@ def evaluate_coco(ground_truth: dict, results: list[dict], backend: str = "auto"
 
     Returns ``map``, ``map50``, ``map75``, ``map_small`` / ``_medium`` / ``_large``, ``mar_1`` / ``_10`` /
     ``_100`` / ``_small`` / ``_medium`` / ``_large`` (COCOeval's 12 stats; -1 where a range has no ground
-    truth), ``per_class`` (class name -> AP@[.5:.95], -1 for classes without ground truth), ``backend``.
+    truth), ``per_class`` (class name -> AP@[.5:.95], -1 for classes without ground truth), ``backend``,
+    and ``pr50`` (class name -> precision at the 101 recall points of COCOeval, IoU 0.5; for plots).
     """
     backend = _resolve_backend(backend)
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
@@ -111,7 +112,7 @@ def evaluate_coco(ground_truth: dict, results: list[dict], backend: str = "auto"
         has_gt = {a["category_id"] for a in ground_truth["annotations"] if not a.get("iscrowd", 0)}
         stats = dict.fromkeys(STAT_NAMES, 0.0)
         per_class = {names[c]: (0.0 if c in has_gt else -1.0) for c in sorted(names)}
-        return {**stats, "per_class": per_class, "backend": backend}
+        return {**stats, "per_class": per_class, "backend": backend, "pr50": {}}
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == "faster_coco_eval":
             from faster_coco_eval import COCO, COCOeval_faster
@@ -131,9 +132,10 @@ def evaluate_coco(ground_truth: dict, results: list[dict], backend: str = "auto"
         evaluator.summarize()
     stats = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats)}
     precision = np.asarray(evaluator.eval["precision"])  # [T, R, K, A, M]; area "all", maxDets 100
-    per_class = {}
+    per_class, pr50 = {}, {}
     for k, cat_id in enumerate(evaluator.params.catIds):
         p = precision[:, :, k, 0, -1]
+        pr50[names[cat_id]] = [round(float(v), 6) for v in p[0]]
         p = p[p > -1]
         per_class[names[cat_id]] = float(p.mean()) if p.size else -1.0
-    return {**stats, "per_class": per_class, "backend": backend}
+    return {**stats, "per_class": per_class, "backend": backend, "pr50": pr50}
