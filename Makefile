@@ -22,8 +22,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 demo: $(STAMP)
-	@echo "make demo: the end-to-end demo (synthetic data, train, evaluate) arrives with the training issue."
-	@echo "Available now: $(BIN)/gridyolo data check ROOT --format coco|voc|yolo, $(BIN)/gridyolo summary"
+	@echo "make demo is not finished: its accuracy target (mAP50 >= 0.90 in under 10 CPU-minutes) is not met yet."
+	@echo "To try the pipeline anyway (synthetic data -> train -> eval -> drawn detections in runs/demo):"
+	@echo "  $(BIN)/gridyolo demo"
 
 bench: $(STAMP)
 	@echo "make bench: the benchmarks arrive with the benchmarks issue; nothing to run yet."
