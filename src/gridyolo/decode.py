@@ -97,3 +97,25 @@ def decode_grid(
     ):
         out.append({"boxes": b, "scores": s, "labels": lab})
     return out
+
+
+def decode_targets_batch(
+    raw: Tensor,
+    num_boxes: int,
+    input_hw: tuple[int, int],
+    targets: list[dict[str, Tensor]],
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 100,
+) -> list[dict[str, Tensor]]:
+    """``decode_grid`` for a loader batch: letterbox params and original sizes come from its targets."""
+    return decode_grid(
+        raw,
+        num_boxes,
+        input_hw,
+        letterbox=torch.stack([t["letterbox"] for t in targets]),
+        orig_sizes=torch.stack([t["orig_size"] for t in targets]),
+        conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+    )

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
 from gridyolo.checkpoint import ModelMeta
-from gridyolo.decode import decode_grid
+from gridyolo.decode import decode_targets_batch
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
 from gridyolo.loss import YoloV1Loss
@@ -172,15 +172,8 @@ class GridYoloModule(L.LightningModule):
 
     def decode(self, raw: Tensor, targets: list[dict[str, Tensor]], input_hw: tuple[int, int]) -> list[dict]:
         hp = self.hparams
-        return decode_grid(
-            raw,
-            hp.num_boxes,
-            input_hw,
-            letterbox=torch.stack([t["letterbox"] for t in targets]),
-            orig_sizes=torch.stack([t["orig_size"] for t in targets]),
-            conf_threshold=hp.conf_threshold,
-            iou_threshold=hp.iou_threshold,
-            max_detections=hp.max_detections,
+        return decode_targets_batch(
+            raw, hp.num_boxes, input_hw, targets, hp.conf_threshold, hp.iou_threshold, hp.max_detections
         )
 
     def validation_step(self, batch: tuple[Tensor, list[dict[str, Tensor]]], batch_idx: int) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import lightning as L
 from torch.utils.data import DataLoader
 
@@ -115,12 +113,3 @@ class DetectionDataModule(L.LightningDataModule):
             collate_fn=collate_detections,
             persistent_workers=self.num_workers > 0,
         )
-
-    def describe(self) -> dict:
-        """What a checkpoint needs to rebuild the data side of the pipeline."""
-        return {
-            "format": self.format,
-            "input_size": self.input_size,
-            "resize_mode": self.resize_mode,
-            "augment": asdict(self.augment),
-        }

@@ -63,15 +63,18 @@ class ImageRecord:
     height: int
     boxes: np.ndarray
     labels: np.ndarray
-    difficult: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    difficult: np.ndarray | None = None
     crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float32))
     crowd_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        if self.difficult.shape[0] != self.labels.shape[0]:
+        if self.difficult is None:
             self.difficult = np.zeros(self.labels.shape[0], dtype=bool)
+        self.difficult = np.asarray(self.difficult, dtype=bool).reshape(-1)
+        if not (self.boxes.shape[0] == self.labels.shape[0] == self.difficult.shape[0]):
+            raise ValueError(f"{self.file}: boxes, labels and difficult differ in length")
         self.crowd_boxes = np.asarray(self.crowd_boxes, dtype=np.float32).reshape(-1, 4)
         self.crowd_labels = np.asarray(self.crowd_labels, dtype=np.int64).reshape(-1)
 

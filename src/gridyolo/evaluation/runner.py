@@ -14,7 +14,7 @@ from gridyolo.data.base import DetectionReader
 from gridyolo.data.dataset import DetectionDataset, collate_detections
 from gridyolo.data.readers import build_reader
 from gridyolo.data.transforms import EvalTransform
-from gridyolo.decode import decode_grid
+from gridyolo.decode import decode_targets_batch
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco
 from gridyolo.evaluation.voc_ap import voc_ap
@@ -44,15 +44,8 @@ def predict_reader(
     predictions = {}
     for images, targets in loader:
         raw = model(images.to(device))
-        detections = decode_grid(
-            raw,
-            meta.num_boxes,
-            tuple(images.shape[-2:]),
-            letterbox=torch.stack([t["letterbox"] for t in targets]),
-            orig_sizes=torch.stack([t["orig_size"] for t in targets]),
-            conf_threshold=conf_threshold,
-            iou_threshold=iou_threshold,
-            max_detections=max_detections,
+        detections = decode_targets_batch(
+            raw, meta.num_boxes, tuple(images.shape[-2:]), targets, conf_threshold, iou_threshold, max_detections
         )
         for target, det in zip(targets, detections):
             predictions[int(target["image_id"])] = {k: v.cpu() for k, v in det.items()}
