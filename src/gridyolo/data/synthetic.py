@@ -48,24 +48,39 @@ def _draw(image: np.ndarray, shape: str, cx: float, cy: float, w: float, h: floa
     return [x1, y1, x2, y2]
 
 
-def make_image(rng: np.random.Generator, size: tuple[int, int], grid_size: int, max_objects: int):
-    """One image and its annotations ``[(class index, xyxy), ...]``."""
+def make_image(
+    rng: np.random.Generator, size: tuple[int, int], grid_size: int, max_objects: int, min_visible: float = 0.7
+):
+    """One image and its annotations ``[(class index, xyxy), ...]``.
+
+    Shapes may overlap, but a placement that would leave an earlier shape less than ``min_visible`` of
+    its area visible is rejected: a box around a mostly hidden shape is a label nobody could predict.
+    """
     height, width = size
     image = _background(rng, height, width)
+    owner = np.full((height, width), -1, dtype=np.int16)  # which object each pixel shows (-1: background)
+    areas: list[int] = []
     taken: set[tuple[int, int]] = set()
     objects = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
-            side = rng.uniform(0.14, 0.42) * min(width, height)
+            side = rng.uniform(0.22, 0.45) * min(width, height)
             w, h = side * rng.uniform(0.75, 1.25), side * rng.uniform(0.75, 1.25)
             cx, cy = rng.uniform(w / 2, width - w / 2), rng.uniform(h / 2, height - h / 2)
             cell = (int(cy / height * grid_size), int(cx / width * grid_size))
-            if cell not in taken:
+            cls = int(rng.integers(len(SHAPES)))
+            mask = np.zeros((height, width), dtype=np.uint8)
+            _draw(mask, SHAPES[cls], cx, cy, w, h, (1,))
+            covered = owner[mask > 0]
+            hidden = np.bincount(covered[covered >= 0], minlength=len(areas))
+            visible = [(owner == i).sum() - hidden[i] for i in range(len(areas))]
+            if cell not in taken and all(v >= min_visible * a for v, a in zip(visible, areas)):
                 break
         else:
             continue
         taken.add(cell)
-        cls = int(rng.integers(len(SHAPES)))
+        owner[mask > 0] = len(areas)
+        areas.append(int(mask.sum()))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         box = _draw(image, SHAPES[cls], cx, cy, w, h, colour)
         objects.append((cls, box))
@@ -78,7 +93,7 @@ def write_synthetic_coco(
     seed: int = 0,
     grid_size: int = 5,
     max_objects: int = 4,
-    sizes: tuple[tuple[int, int], ...] = ((240, 240), (240, 320), (256, 256)),
+    sizes: tuple[tuple[int, int], ...] = ((240, 240), (240, 280), (256, 256)),
 ) -> str:
     """Write ``root/annotations/instances_{split}.json`` and images in ``root/{split}/``.
 
@@ -109,3 +124,26 @@ def write_synthetic_coco(
         with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w", encoding="utf-8") as f:
             json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     return root
+
+
+def write_synthetic_video(path: str, frames: int = 48, size: tuple[int, int] = (256, 256), seed: int = 1) -> str:
+    """A short video of shapes moving over a textured background (the demo's ``detect`` input)."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    background = _background(rng, height, width)
+    movers = []
+    for _ in range(3):
+        side = rng.uniform(0.25, 0.4) * min(size)
+        start = rng.uniform([side, side], [width - side, height - side])
+        velocity = rng.uniform(-1, 1, 2) * min(size) / frames
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        movers.append((SHAPES[int(rng.integers(len(SHAPES)))], side, start, velocity, colour))
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (width, height))
+    for t in range(frames):
+        image = background.copy()
+        for shape, side, start, velocity, colour in movers:
+            cx, cy = np.clip(start + velocity * t, side / 2, [width - side / 2, height - side / 2])
+            _draw(image, shape, cx, cy, side, side, colour)
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path

@@ -13,7 +13,7 @@ import torchvision
 from torch import Tensor, nn
 
 from gridyolo.errors import GridyoloError
-from gridyolo.models.darknet import darknet24, darknet_tiny
+from gridyolo.models.darknet import Darknet, darknet24, darknet_tiny
 from gridyolo.models.efficientnet_lite import efficientnet_lite0, load_state_dict_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -108,6 +108,28 @@ BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
     "darknet_tiny": _darknet(darknet_tiny),
     "efficientnet_lite0": _lite0,
 }
+
+
+def stem_layers(backbone: nn.Module) -> list[nn.Module]:
+    """The backbone's layers that run at stride <= 4 (edge and colour detectors, the most generic part).
+
+    Freezing them is Detectron2's default for fine-tuning (``FREEZE_AT=2``: stem + res2); their backward
+    pass is also the most expensive per FLOP, so freezing them speeds up CPU training.
+    """
+    if isinstance(backbone, ResNetFeatures):
+        return [backbone.stem, backbone.layer1]
+    if isinstance(backbone, LiteFeatures):
+        net = backbone.net
+        return [net._conv_stem, net._bn0, *list(net._blocks)[:3]]  # blocks 0-2 end at stride 4
+    if isinstance(backbone, Darknet):
+        layers, stride = [], 1
+        for layer in backbone.layers:
+            stride *= 2 if isinstance(layer, nn.MaxPool2d) else layer[0].stride[0]
+            if stride > 4:
+                break
+            layers.append(layer)
+        return layers
+    raise GridyoloError(f"no stem defined for {backbone.__class__.__name__}")
 
 
 def build_backbone(name: str, weights: str | None = None) -> Backbone:
