@@ -28,3 +28,34 @@ def tiny_config(path: Path, root: Path, **overrides) -> Path:
         config[section][key] = value
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def write_checkpoint(
+    path: Path,
+    class_names: list[str],
+    backbone: str = "darknet_tiny",
+    grid_size: int = 4,
+    input_size: int = 128,
+    resize_mode: str = "letterbox",
+    seed: int = 0,
+) -> Path:
+    """A gridyolo checkpoint with random weights (no training): what detect / export / explain read.
+
+    The prediction layer is re-drawn with a large spread so that confidences and classes vary from cell
+    to cell and there are many overlapping candidates for NMS to sort out.
+    """
+    import torch
+
+    from gridyolo.checkpoint import ModelMeta
+    from gridyolo.models import build_detector
+
+    torch.manual_seed(seed)
+    model = build_detector(backbone, len(class_names), grid_size, 2, None, head_channels=32).eval()
+    torch.nn.init.normal_(model.head.predict.weight, std=0.3)
+    torch.nn.init.normal_(model.head.predict.bias, std=1.0)
+    torch.nn.init.normal_(model.head.predict.bias[10:], std=4.0)  # peaked class distributions: scores > 0.25
+    meta = ModelMeta(backbone, grid_size, 2, 32, list(class_names), list(range(1, len(class_names) + 1)),
+                     input_size, resize_mode, model.mean.flatten().tolist(), model.std.flatten().tolist())  # fmt: skip
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"gridyolo": meta.to_dict(), "state_dict": state}, path)
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,51 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from gridyolo.detect import run_detect
+
+    result = run_detect(
+        args.weights, args.source, args.out, args.conf, args.iou, args.img_size, args.device, args.batch,
+        args.save_json, args.show, args.max_frames, progress=not args.quiet,
+    )  # fmt: skip
+    for note in result["warnings"]:
+        print(f"gridyolo: warning: {note}", file=sys.stderr)
+    print(result["timing"])
+    print(f"results in {result['out']}" + (f" (video {result['video']})" if result["video"] else ""))
+    if result["predictions"]:
+        print(f"predictions in {result['predictions']}")
+    return 0 if result["images"] else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gridyolo.export import export_info, export_onnx, export_torchscript, format_info
+
+    if args.info:
+        print(format_info(export_info(args.info)))
+        return 0
+    if not args.weights:
+        raise GridyoloError("export needs --weights CKPT (or --info FILE)")
+    suffix = ".torchscript" if args.format == "torchscript" else ".onnx"
+    out = args.out or str(os.path.splitext(args.weights)[0]) + suffix
+    if args.format == "torchscript":
+        info = export_torchscript(args.weights, out, args.img_size)
+    else:
+        info = export_onnx(args.weights, out, args.img_size)
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, {args.format}, input {info['input_size']})")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from gridyolo.explain import explain
+    from gridyolo.runs import new_run_dir
+
+    layers = [n for n in args.layers.split(",") if n] if args.layers else None
+    out = args.out or str(new_run_dir("runs/explain", "exp"))
+    for path in explain(args.weights, args.image, out, args.labels, layers):
+        print(f"wrote {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gridyolo.demo import run_demo
 
@@ -93,6 +139,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-json", default=None, help="write the COCO results json (and a _gt.json for non-COCO)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_eval)
+
+    detect = commands.add_parser("detect", help="detect on images, a folder, a glob, a video, a webcam or a stream")
+    detect.add_argument("--weights", required=True, help="training checkpoint (.ckpt) or exported TorchScript file")
+    detect.add_argument("--source", required=True, help="image, directory, glob, video, webcam index (0) or URL")
+    detect.add_argument("--out", default=None, help="output directory (default: a new runs/detect/expN)")
+    detect.add_argument("--conf", type=float, default=0.25, help="score threshold")
+    detect.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    detect.add_argument("--img-size", type=int, default=None, help="model input size (default: the training size)")
+    detect.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    detect.add_argument("--batch", type=int, default=8, help="images or frames per model call")
+    detect.add_argument("--save-json", action="store_true", help="write predictions.jsonl")
+    detect.add_argument("--show", action="store_true", help="show results in a window (needs a GUI OpenCV)")
+    detect.add_argument("--max-frames", type=int, default=None, help="stop after N images or frames")
+    detect.add_argument("--quiet", action="store_true", help="no progress bar")
+    detect.set_defaults(func=_detect)
+
+    export = commands.add_parser(
+        "export", help="export a checkpoint to TorchScript or ONNX; --info FILE shows metadata"
+    )
+    export.add_argument("--weights", default=None, help="training checkpoint (.ckpt)")
+    export.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"))
+    export.add_argument("--img-size", type=int, default=None, help="model input size (default: the training size)")
+    export.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
+    export.add_argument("--info", default=None, metavar="FILE", help="print the metadata of an exported file")
+    export.set_defaults(func=_export)
+
+    why = commands.add_parser("explain", help="the grid made visible: cells, confidence, classes, boxes, features")
+    why.add_argument("--weights", required=True, help="training checkpoint (.ckpt)")
+    why.add_argument("--image", required=True)
+    why.add_argument("--labels", default=None, help="YOLO txt labels of the image (class cx cy w h, normalized)")
+    why.add_argument("--layers", default=None, help="comma-separated module names for feature maps")
+    why.add_argument("--out", default=None, help="output directory (default: a new runs/explain/expN)")
+    why.set_defaults(func=_explain)
 
     demo = commands.add_parser("demo", help="synthetic data -> train -> evaluate -> draw, on the CPU (make demo)")
     demo.add_argument("--config", default="configs/demo.yaml")

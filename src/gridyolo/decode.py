@@ -89,11 +89,10 @@ def decode_grid(
     kept = kept[rank < max_detections]
     counts = counts.clamp(max=max_detections)
 
+    split_sizes = torch.jit.annotate(list[int], counts.tolist())
     out: list[dict[str, Tensor]] = []
     for b, s, lab in zip(
-        cand_boxes[kept].split(counts.tolist()),
-        cand_scores[kept].split(counts.tolist()),
-        cand_label[kept].split(counts.tolist()),
+        cand_boxes[kept].split(split_sizes), cand_scores[kept].split(split_sizes), cand_label[kept].split(split_sizes)
     ):
         out.append({"boxes": b, "scores": s, "labels": lab})
     return out

@@ -13,13 +13,19 @@ import time
 from pathlib import Path
 
 import cv2
+import torch
+import yaml
 
 from gridyolo.checkpoint import detector_from_checkpoint
 from gridyolo.data.readers import build_reader
-from gridyolo.data.synthetic import write_synthetic_coco
+from gridyolo.data.synthetic import write_synthetic_coco, write_synthetic_video
+from gridyolo.detect import run_detect
 from gridyolo.drawing import draw_detections
+from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
 from gridyolo.evaluation.runner import predict_reader
+from gridyolo.explain import explain
+from gridyolo.export import export_torchscript, fresh_process_parity, inference_from_checkpoint
 from gridyolo.runs import format_metrics_table, write_json
 from gridyolo.train_cli import run_train
 
@@ -31,8 +37,10 @@ def run_demo(config: str = "configs/demo.yaml", out: str = "runs/demo", extra: l
         shutil.rmtree(out_dir)  # the demo always starts fresh (a documented exception to "never overwrite")
     data_dir = out_dir / "data"
     print(f"[demo] writing the synthetic dataset to {data_dir}")
-    write_synthetic_coco(str(data_dir))
-    print("[demo] training (tiny Darknet from scratch, CPU)")
+    with open(config, encoding="utf-8") as f:
+        grid_size = int(yaml.safe_load(f)["model"]["grid_size"])
+    write_synthetic_coco(str(data_dir), grid_size=grid_size)  # at most one object per cell of the model's grid
+    print(f"[demo] training ({config})")
     args = ["--config", config, "--data.root", str(data_dir), "--project", str(out_dir.parent), "--name", out_dir.name,
             "--exist_ok", "true", *(extra or [])]  # fmt: skip
     run_train(args)
@@ -59,11 +67,55 @@ def run_demo(config: str = "configs/demo.yaml", out: str = "runs/demo", extra: l
                                   det["labels"][keep].numpy(), meta.class_names)  # fmt: skip
         cv2.imwrite(str(drawn / Path(record.file).name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
+    summary["export"] = _export_and_check(weights, reader, out_dir)
+    summary["detect"] = _detect_video(weights, out_dir)
+    summary["explain"] = _explain(weights, reader, out_dir)
+    summary["total_seconds"] = round(time.time() - start, 1)
+    write_json(out_dir / "metrics.json", summary)
+
     print(format_metrics_table(metrics, title=f"[demo] {weights} on the {len(reader)} validation images"))
     print(f"[demo] done in {summary['total_seconds']:.0f} s")
     print(f"  data         {data_dir}/ (COCO json + images)")
     print(f"  checkpoint   {weights} (and last.ckpt)")
     print(f"  metrics      {out_dir / 'metrics.json'}  (map {metrics['map']:.3f}, map50 {metrics['map50']:.3f})")
-    print(f"  detections   {drawn}/")
+    print(f"  detections   {drawn}/ (validation images), {summary['detect']['video']} (video)")
+    print(
+        f"  torchscript  {summary['export']['file']} (fresh-process parity: max box difference "
+        f"{summary['export']['max_box_diff']:.2e} px, same labels: {summary['export']['same_labels']})"
+    )
+    print(f"  explain      {out_dir / 'explain'}/")
     print(f"  plots, logs  {out_dir / 'plots'}/, {out_dir / 'metrics.csv'}, {out_dir / 'tensorboard'}/")
     return summary
+
+
+def _export_and_check(weights: Path, reader, out_dir: Path) -> dict:
+    """Export TorchScript and check it in a fresh process (torch + torchvision only) against eager."""
+    path = weights.with_suffix(".torchscript")
+    export_torchscript(str(weights), str(path))
+    eager, _ = inference_from_checkpoint(str(weights))
+    images = [torch.from_numpy(reader[i].image).permute(2, 0, 1).contiguous() for i in range(8)]
+    report = fresh_process_parity(str(path), images, eager(images), str(out_dir))
+    if not report["same_labels"] or report["max_box_diff"] > 1e-3 or report["gridyolo_imported"]:
+        raise GridyoloError(f"{path}: exported model differs from the checkpoint: {report}")
+    print(f"[demo] exported {path}; fresh-process parity ok (max box difference {report['max_box_diff']:.2e} px)")
+    return {"file": str(path), **{k: report[k] for k in ("max_box_diff", "same_labels", "detections")}}
+
+
+def _detect_video(weights: Path, out_dir: Path) -> dict:
+    video = write_synthetic_video(str(out_dir / "shapes.mp4"))
+    result = run_detect(str(weights.with_suffix(".torchscript")), video, str(out_dir / "detect"), save_json=True,
+                        progress=False)  # fmt: skip
+    print(f"[demo] detect on {video}: {result['timing']}")
+    return {k: result[k] for k in ("video", "predictions", "images", "ms_per_image")}
+
+
+def _explain(weights: Path, reader, out_dir: Path) -> list[str]:
+    record = reader.records[0]
+    labels = out_dir / "explain_labels.txt"
+    w, h = record.width, record.height
+    lines = [
+        f"{label} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}"
+        for (x1, y1, x2, y2), label in zip(record.boxes, record.labels)
+    ]
+    labels.write_text("\n".join(lines) + "\n")
+    return explain(str(weights), record.file, str(out_dir / "explain"), str(labels))

@@ -1,0 +1,241 @@
+"""``gridyolo detect``: a checkpoint or exported TorchScript file on images, folders, videos, cameras.
+
+Writes drawn images (or a drawn video with the source's frame count, size and fps) into a new run
+directory, optionally ``predictions.jsonl`` (one record per image or frame), and reports per-stage
+times: read/decode (in the reader thread, overlapped with the model), pre-process, model,
+decode+NMS, draw/write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gridyolo.drawing import draw_detections
+from gridyolo.errors import GridyoloError
+from gridyolo.export import inference_from_checkpoint, is_torchscript, load_torchscript
+from gridyolo.runs import new_run_dir
+from gridyolo.sources import Frame, FrameReader, batched, open_capture, resolve_source, video_properties
+
+STAGES = ("read", "preprocess", "model", "decode_nms", "draw_write")
+
+
+def select_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GridyoloError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def load_detector(
+    weights: str,
+    device: str = "cpu",
+    img_size: int | None = None,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 100,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """An inference module (eager from a checkpoint, scripted from an export) and its metadata.
+
+    Both expose ``preprocess``, ``predict_raw`` and ``postprocess`` (see ``inference.InferenceModel``),
+    and both run the same code, so they give the same detections.
+    """
+    if not os.path.isfile(weights):
+        raise GridyoloError(f"{weights}: weights file not found")
+    if is_torchscript(weights):
+        model, info = load_torchscript(weights, device)
+        model.conf_threshold, model.iou_threshold, model.max_detections = conf_threshold, iou_threshold, max_detections
+        if img_size:
+            model.input_size = img_size
+            info["input_size"] = img_size
+    else:
+        model, info = inference_from_checkpoint(weights, img_size, conf_threshold, iou_threshold, max_detections)
+        model = model.to(device)
+    return model, info
+
+
+@dataclass
+class StageTimer:
+    """Milliseconds spent per stage, summed over images."""
+
+    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    images: int = 0
+
+    def per_image(self) -> dict[str, float]:
+        return {k: round(v / max(self.images, 1), 3) for k, v in self.totals.items()}
+
+    def format(self, seconds: float) -> str:
+        per = self.per_image()
+        parts = ", ".join(f"{k.replace('_', '+').replace('preprocess', 'pre-process')} {v:.1f}" for k, v in per.items())
+        rate = self.images / seconds if seconds > 0 else 0.0
+        return f"{self.images} images in {seconds:.1f} s ({rate:.1f}/s); ms per image: {parts}"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def predict_frames(model: torch.nn.Module, frames: list[Frame], device: str, timer: StageTimer) -> list[dict]:
+    """Run one batch through the three stages, timing each."""
+    start = time.perf_counter()
+    tensors = [torch.from_numpy(np.ascontiguousarray(f.image)).permute(2, 0, 1) for f in frames]
+    batch, params, sizes = model.preprocess(tensors)
+    _sync(device)
+    t1 = time.perf_counter()
+    raw = model.predict_raw(batch)
+    _sync(device)
+    t2 = time.perf_counter()
+    detections = model.postprocess(raw, params, sizes)
+    _sync(device)
+    t3 = time.perf_counter()
+    timer.totals["preprocess"] += (t1 - start) * 1000
+    timer.totals["model"] += (t2 - t1) * 1000
+    timer.totals["decode_nms"] += (t3 - t2) * 1000
+    timer.totals["read"] += sum(f.read_ms for f in frames)
+    timer.images += len(frames)
+    return [{k: v.cpu() for k, v in d.items()} for d in detections]
+
+
+def prediction_record(frame: Frame, det: dict, class_names: list[str]) -> dict:
+    labels = det["labels"].tolist()
+    return {
+        "source": frame.source,
+        "frame": frame.frame,
+        "boxes": [[round(float(v), 3) for v in box] for box in det["boxes"].tolist()],
+        "scores": [round(float(s), 5) for s in det["scores"].tolist()],
+        "labels": labels,
+        "names": [class_names[i] for i in labels],
+    }
+
+
+class _Display:
+    """``--show``: a window per source when OpenCV has a GUI; otherwise one warning and nothing else."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def show(self, name: str, image_rgb: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        try:
+            cv2.imshow(name, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+            cv2.waitKey(1)
+        except cv2.error:
+            tqdm.write("gridyolo: warning: --show needs an OpenCV build with a GUI (this one is headless); ignored")
+            self.enabled = False
+
+
+def run_detect(
+    weights: str,
+    source: str,
+    out: str | None = None,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    img_size: int | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    save_json: bool = False,
+    show: bool = False,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Detect on ``source`` and write the results into ``out`` (default: a new ``runs/detect/expN``).
+
+    Returns a summary: output directory, counts, per-stage ms per image, warnings.
+    """
+    device = select_device(device)
+    resolved = resolve_source(source)  # fails before any output directory is created
+    capture = open_capture(resolved) if resolved.kind != "images" else None
+    model, info = load_detector(weights, device, img_size, conf_threshold, iou_threshold)
+    class_names = list(info["class_names"])
+    out_dir = Path(out) if out else new_run_dir("runs/detect", "exp")
+    if out:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if any(out_dir.iterdir()):
+            raise GridyoloError(f"{out_dir}: output directory is not empty (results are never overwritten)")
+
+    writer, expected, video_path = None, 0, None
+    if capture is not None:
+        fps, width, height, expected = video_properties(capture)
+        stem = Path(resolved.spec).stem if resolved.kind == "video" else resolved.kind
+        video_path = out_dir / f"{stem}.mp4"
+        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise GridyoloError(f"{video_path}: cannot open a video writer (mp4v codec missing?)")
+
+    bar = tqdm(total=expected or len(resolved.paths) or None, unit="frame" if capture else "img",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    reader = FrameReader(resolved, capture, prefetch=max(2 * batch_size, 8), max_frames=max_frames, warn=tqdm.write)
+    timer, display, written = StageTimer(), _Display(show), 0
+    jsonl = open(out_dir / "predictions.jsonl", "w", encoding="utf-8") if save_json else None  # noqa: SIM115
+    names_used: set[str] = set()
+    start = time.perf_counter()
+    try:
+        for frames in batched(iter(reader), batch_size):
+            detections = predict_frames(model, frames, device, timer)
+            t0 = time.perf_counter()
+            for frame, det in zip(frames, detections):
+                drawn = draw_detections(frame.image, det["boxes"].numpy(), det["scores"].numpy(),
+                                        det["labels"].numpy(), class_names)  # fmt: skip
+                if writer is not None:
+                    if drawn.shape[:2] != (height, width):  # a stream may change size: keep the writer's
+                        drawn = cv2.resize(drawn, (width, height))
+                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                else:
+                    name = _unique_name(Path(frame.source).name, names_used)
+                    cv2.imwrite(str(out_dir / name), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                if jsonl is not None:
+                    jsonl.write(json.dumps(prediction_record(frame, det, class_names)) + "\n")
+                display.show(frame.source, drawn)
+                written += 1
+            timer.totals["draw_write"] += (time.perf_counter() - t0) * 1000
+            bar.update(len(frames))
+    except KeyboardInterrupt:
+        tqdm.write("gridyolo: interrupted; keeping what was written")
+    finally:
+        bar.close()
+        reader.close()
+        if writer is not None:
+            writer.release()
+        if capture is not None:
+            capture.release()
+        if jsonl is not None:
+            jsonl.close()
+    seconds = time.perf_counter() - start
+
+    notes = [f"skipped {path}: {reason.split(': ', 1)[-1]}" for path, reason in reader.skipped]
+    if resolved.kind == "video" and expected and reader.decoded < expected and max_frames is None:
+        notes.append(f"{resolved.spec}: video ended early: decoded {reader.decoded} of {expected} frames, kept them")
+    if written == 0:
+        notes.append(f"{resolved.spec}: nothing could be read")
+    return {
+        "out": str(out_dir), "source": resolved.spec, "kind": resolved.kind, "images": written,
+        "video": str(video_path) if video_path else None, "expected_frames": expected or None,
+        "predictions": str(out_dir / "predictions.jsonl") if save_json else None,
+        "ms_per_image": timer.per_image(), "seconds": round(seconds, 3), "timing": timer.format(seconds),
+        "device": device, "warnings": notes,
+    }  # fmt: skip
+
+
+def _unique_name(name: str, used: set[str]) -> str:
+    """Sources from a glob over several folders may share a file name; never overwrite one."""
+    stem, suffix = os.path.splitext(name)
+    suffix = suffix if suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
+    candidate, i = f"{stem}{suffix}", 2
+    while candidate in used:
+        candidate, i = f"{stem}_{i}{suffix}", i + 1
+    used.add(candidate)
+    return candidate

@@ -1,0 +1,170 @@
+"""``gridyolo export``: a checkpoint -> one TorchScript file (or an ONNX graph of the raw model).
+
+The TorchScript file holds ``InferenceModel`` (resize, normalize, model, decode, NMS) and its
+metadata as ``_extra_files["gridyolo.json"]``. Loading it needs torch and torchvision only:
+torchvision because the NMS inside is ``torchvision::nms``, a custom op that ``import torchvision``
+registers with TorchScript.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zipfile
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from gridyolo import __version__
+from gridyolo.checkpoint import detector_from_checkpoint
+from gridyolo.errors import GridyoloError
+from gridyolo.inference import InferenceModel
+
+METADATA_FILE = "gridyolo.json"
+
+
+@contextmanager
+def _jit_without_deprecation_notice():
+    """torch 2.9+ marks torch.jit as deprecated; TorchScript is still what this issue ships (and what
+    runs without Python), so its FutureWarning is not shown to every user of export and detect."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
+        yield
+
+
+def is_torchscript(path: str) -> bool:
+    """TorchScript archives hold a ``code/`` folder; training checkpoints do not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def inference_from_checkpoint(
+    path: str,
+    img_size: int | None = None,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 100,
+    channels_last: bool = False,
+) -> tuple[InferenceModel, dict[str, Any]]:
+    """``InferenceModel`` (eager, eval mode) of a training checkpoint and its metadata dict."""
+    detector, meta = detector_from_checkpoint(path)
+    size = img_size or meta.input_size
+    model = InferenceModel(
+        detector, size, meta.resize_mode, conf_threshold, iou_threshold, max_detections, channels_last=channels_last
+    )
+    info = {**meta.to_dict(), "input_size": size, "conf_threshold": conf_threshold, "iou_threshold": iou_threshold,
+            "max_detections": max_detections, "format": "torchscript", "gridyolo_version": __version__}  # fmt: skip
+    return model, info
+
+
+def export_torchscript(weights: str, out: str, img_size: int | None = None, **thresholds: Any) -> dict[str, Any]:
+    """Script ``InferenceModel`` of ``weights`` and save it to ``out`` with its metadata; returns the metadata."""
+    model, info = inference_from_checkpoint(weights, img_size, **thresholds)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp"
+    with _jit_without_deprecation_notice():
+        scripted = torch.jit.script(model)
+        torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(info)})
+    os.replace(tmp, out)  # atomic: a reader never sees half a file
+    return info
+
+
+def load_torchscript(path: str, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """Load an exported file and its metadata (one-line ``GridyoloError`` if it is not one)."""
+    import torchvision  # noqa: F401  -- registers torchvision::nms, which the scripted decode calls
+
+    if not os.path.isfile(path):
+        raise GridyoloError(f"{path}: file not found")
+    extra = {METADATA_FILE: ""}
+    try:
+        with _jit_without_deprecation_notice():
+            module = torch.jit.load(path, map_location=device, _extra_files=extra)
+    except Exception as exc:
+        raise GridyoloError(f"{path}: not a TorchScript file ({exc.__class__.__name__})") from None
+    if not extra[METADATA_FILE]:
+        raise GridyoloError(f"{path}: TorchScript file without gridyolo metadata (not exported by gridyolo)")
+    return module.eval(), json.loads(extra[METADATA_FILE])
+
+
+def export_info(path: str) -> dict[str, Any]:
+    """The metadata of an exported TorchScript file (``gridyolo export --info``)."""
+    return load_torchscript(path)[1]
+
+
+def format_info(info: dict[str, Any]) -> str:
+    keys = ("format", "gridyolo_version", "backbone", "input_size", "resize_mode", "grid_size", "num_boxes",
+            "mean", "std", "conf_threshold", "iou_threshold", "max_detections")  # fmt: skip
+    lines = [f"{k:16s} {info[k]}" for k in keys if k in info]
+    names = info.get("class_names", [])
+    lines.append(f"{'classes':16s} {len(names)}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def export_onnx(weights: str, out: str, img_size: int | None = None, opset: int = 17) -> dict[str, Any]:
+    """Export the raw model (``uint8 [N, 3, size, size]`` -> raw grid) to ONNX; decode and NMS run
+    outside it (``gridyolo.onnx_runner``). Needs the ``onnx`` extra."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise GridyoloError("ONNX export needs the onnx extra: pip install 'gridyolo[onnx]'") from None
+    detector, meta = detector_from_checkpoint(weights)
+    size = img_size or meta.input_size
+    example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp"
+    torch.onnx.export(
+        detector, (example,), tmp, input_names=["images"], output_names=["raw"], opset_version=opset,
+        dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}}, dynamo=False,
+    )  # fmt: skip
+    import onnx
+
+    graph = onnx.load(tmp)
+    info = {**meta.to_dict(), "input_size": size, "format": "onnx", "gridyolo_version": __version__}
+    onnx.helper.set_model_props(graph, {METADATA_FILE: json.dumps(info)})
+    onnx.save(graph, tmp)
+    os.replace(tmp, out)
+    return info
+
+
+_FRESH_PROCESS_SCRIPT = """
+import json, sys, torch, torchvision
+extra = {"gridyolo.json": ""}
+model = torch.jit.load(sys.argv[1], _extra_files=extra)
+torch.save(model(torch.load(sys.argv[2])), sys.argv[3])
+print(json.dumps({"gridyolo_imported": any(m.startswith("gridyolo") for m in sys.modules),
+                  "class_names": json.loads(extra["gridyolo.json"])["class_names"]}))
+"""
+
+
+def fresh_process_parity(path: str, images: list[torch.Tensor], expected: list[dict], workdir: str) -> dict[str, Any]:
+    """Run the exported file on ``images`` in a new Python process that imports only torch and
+    torchvision, and compare with ``expected`` (the eager model's detections).
+
+    Returns ``max_box_diff`` (px), ``same_labels`` (labels and order), ``gridyolo_imported`` (must be
+    False) and ``detections`` (count).
+    """
+    import subprocess
+    import sys
+
+    inputs, outputs = os.path.join(workdir, "parity_inputs.pt"), os.path.join(workdir, "parity_outputs.pt")
+    torch.save(images, inputs)
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _FRESH_PROCESS_SCRIPT, path, inputs, outputs],
+                          capture_output=True, text=True, cwd=workdir)  # fmt: skip
+    if done.returncode != 0:
+        raise GridyoloError(f"{path}: the exported file failed in a fresh process: {done.stderr.strip()[-300:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    got = torch.load(outputs)
+    diffs = [(e["boxes"] - g["boxes"]).abs().max().item() for e, g in zip(expected, got) if len(e["boxes"])]
+    same = all(
+        len(e["labels"]) == len(g["labels"]) and torch.equal(e["labels"], g["labels"]) for e, g in zip(expected, got)
+    )
+    os.remove(inputs)
+    os.remove(outputs)
+    return {"max_box_diff": max(diffs, default=0.0), "same_labels": same and len(got) == len(expected),
+            "gridyolo_imported": report["gridyolo_imported"], "class_names": report["class_names"],
+            "detections": sum(len(g["boxes"]) for g in got)}  # fmt: skip
