@@ -24,8 +24,9 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gridyolo demo
 
+QUICK ?= 0
 bench: $(STAMP)
-	@echo "make bench: the benchmarks arrive with the benchmarks issue; nothing to run yet."
+	QUICK=$(QUICK) $(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -151,6 +151,7 @@ def fresh_process_parity(path: str, images: list[torch.Tensor], expected: list[d
     import subprocess
     import sys
 
+    path, workdir = os.path.abspath(path), os.path.abspath(workdir)
     inputs, outputs = os.path.join(workdir, "parity_inputs.pt"), os.path.join(workdir, "parity_outputs.pt")
     torch.save(images, inputs)
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", _FRESH_PROCESS_SCRIPT, path, inputs, outputs],

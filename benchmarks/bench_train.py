@@ -1,0 +1,174 @@
+"""Training throughput: ``GridYoloModule`` under Lightning vs a bare PyTorch loop (same model, batch,
+data, optimizer, interleaved rounds), the data pipeline alone vs the training step alone, peak RSS.
+
+    python benchmarks/bench_train.py               # QUICK=1: input 320, fewer steps
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import lightning as L
+import torch
+from common import DATA, QUICK, peak_rss_mb, record
+
+from gridyolo.data.datamodule import DetectionDataModule
+from gridyolo.training import GridYoloModule
+
+SIZE = 320 if QUICK else 448
+BATCH, STEPS = 8, (6 if QUICK else 15)
+CLASSES = ["RBC", "WBC", "Platelets"]
+
+
+def datamodule(workers: int = 1, batch: int = BATCH, size: int = SIZE) -> DetectionDataModule:
+    dm = DetectionDataModule(
+        str(DATA / "bccd"),
+        "voc",
+        "trainval",
+        "test",
+        classes=CLASSES,
+        input_size=size,
+        batch_size=batch,
+        num_workers=workers,
+    )
+    dm.setup()
+    return dm
+
+
+def module() -> GridYoloModule:
+    return GridYoloModule(
+        "efficientnet_lite0",
+        "imagenet",
+        7,
+        2,
+        256,
+        CLASSES,
+        [1, 2, 3],
+        SIZE,
+        optimizer="adamw",
+        lr=1e-3,
+        ema_decay=0.999,
+        channels_last=True,
+    )
+
+
+def bare_loop(dm: DetectionDataModule) -> float:
+    """images / s of a plain loop: forward, loss, backward, clip, step, EMA update; first step excluded."""
+    lm = module()
+    model, optimizer = lm.model.train(), torch.optim.AdamW(lm.model.parameters(), 1e-3, weight_decay=5e-4)
+    start, seen = None, 0
+    for step, (images, targets) in enumerate(dm.train_dataloader()):
+        if step == 1:
+            start, seen = time.perf_counter(), 0
+        losses = lm.loss_fn(model(images.contiguous(memory_format=torch.channels_last)), targets, (SIZE, SIZE))
+        optimizer.zero_grad()
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        lm.ema.update_parameters(model)
+        seen += len(images)
+        if step == STEPS:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+class _Clock(L.Callback):
+    def __init__(self) -> None:
+        self.start, self.seen = None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 1:
+            self.start, self.seen = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx >= 1:
+            self.seen += len(batch[0])
+
+
+def lightning_loop(dm: DetectionDataModule) -> float:
+    clock = _Clock()
+    trainer = L.Trainer(
+        max_steps=STEPS + 1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        precision=32,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=10.0,
+        callbacks=[clock],
+    )
+    trainer.fit(module(), datamodule=dm)
+    return clock.seen / (time.perf_counter() - clock.start)
+
+
+def loader_vs_step() -> dict:
+    dm = datamodule(workers=1)
+    start, seen = time.perf_counter(), 0
+    for step, (images, _) in enumerate(dm.train_dataloader()):
+        seen += len(images)
+        if step == 4 * STEPS:
+            break
+    loader = seen / (time.perf_counter() - start)
+    lm = module()
+    model, optimizer = lm.model.train(), torch.optim.AdamW(lm.model.parameters(), 1e-3)
+    images, targets = next(iter(dm.train_dataloader()))
+    images = images.contiguous(memory_format=torch.channels_last)
+    times = []
+    for _ in range(STEPS // 2 + 2):
+        t = time.perf_counter()
+        losses = lm.loss_fn(model(images), targets, (SIZE, SIZE))
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t)
+    step = len(images) / sorted(times[1:])[len(times[1:]) // 2]
+    return {"loader_img_s": round(loader, 1), "step_img_s": round(step, 2), "ratio": round(loader / step, 2)}
+
+
+def rss_of_training_at_448_batch16() -> float:
+    """Peak RSS of a separate process that runs 3 training steps at batch 16, 448."""
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import bench_train as b, torch;"
+        "dm = b.datamodule(0, 16, 448); lm = b.module(); lm.model.train();"
+        "opt = torch.optim.AdamW(lm.model.parameters(), 1e-3); it = iter(dm.train_dataloader())\n"
+        "for _ in range(3):\n"
+        "    x, t = next(it); l = lm.loss_fn(lm.model(x), t, (448, 448))\n"
+        "    opt.zero_grad(); l['total'].backward(); opt.step()\n"
+        "print(b.peak_rss_mb())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    dm = datamodule(workers=1)
+    rounds: dict[str, list[float]] = {"bare": [], "lightning": []}
+    for _ in range(2):  # interleaved: bare, lightning, bare, lightning
+        rounds["bare"].append(bare_loop(dm))
+        rounds["lightning"].append(lightning_loop(dm))
+    bare, lit = sorted(rounds["bare"])[-1], sorted(rounds["lightning"])[-1]  # best of 2 each: noise only slows
+    print(f"train {SIZE}px batch {BATCH}: bare {rounds['bare']} img/s, lightning {rounds['lightning']} img/s")
+    record(
+        "train_vs_bare",
+        round(lit / bare, 3),
+        "python benchmarks/bench_train.py",
+        bare_img_s=rounds["bare"],
+        lightning_img_s=rounds["lightning"],
+        input=SIZE,
+        batch=BATCH,
+    )
+    lvs = loader_vs_step()
+    print(f"loader alone {lvs['loader_img_s']} img/s vs training step {lvs['step_img_s']} img/s")
+    record("loader_vs_step", lvs["ratio"], "python benchmarks/bench_train.py", **lvs, workers=1, input=SIZE)
+    rss = rss_of_training_at_448_batch16()
+    print(f"peak RSS, training at 448 batch 16: {rss:.0f} MB (this process {peak_rss_mb():.0f} MB)")
+    record("train_peak_rss_mb", round(rss, 1), "python benchmarks/bench_train.py", input=448, batch=16)
+
+
+if __name__ == "__main__":
+    main()
