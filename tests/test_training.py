@@ -11,6 +11,7 @@ import torch
 from gridyolo.checkpoint import detector_from_checkpoint
 from gridyolo.cli import main
 from gridyolo.data.datamodule import DetectionDataModule
+from gridyolo.models import stem_layers
 from gridyolo.training import GridYoloModule, NonFiniteLossError
 from train_helpers import tiny_bccd, tiny_config
 
@@ -87,6 +88,36 @@ def test_optimizer_groups_and_frozen_backbone():
     backbone = [g["lr"] for g in groups if g["is_backbone"]]
     head = [g["lr"] for g in groups if not g["is_backbone"]]
     assert backbone[0] > 0 and backbone[0] == pytest.approx(head[0] * 0.1)
+
+
+def test_frozen_stem_stays_put_and_channels_last_changes_no_numbers(tiny_root):
+    data = DetectionDataModule(str(tiny_root), "voc", "train", "train", classes=CLASSES, input_size=128, num_workers=0)
+    data.setup()
+    images, targets = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    plain = _module()
+    torch.manual_seed(0)
+    nhwc = _module(channels_last=True)
+    torch.manual_seed(0)
+    fast = _module(freeze_stem=True, channels_last=True)
+    fast.trainer = MagicMock(current_epoch=0, world_size=1, optimizers=[MagicMock(param_groups=[{"lr": 0.01}])])
+    plain.trainer = nhwc.trainer = fast.trainer
+    stem = stem_layers(fast.model.backbone)
+    assert len(stem) == 5  # conv, pool, conv, pool, conv: darknet_tiny's layers at stride <= 4
+    before = {k: v.clone() for k, v in fast.model.backbone.layers[: len(stem)].state_dict().items()}
+    fast.train()
+    fast.on_train_epoch_start()
+    assert all(not layer.training for layer in stem) and fast.model.head.training
+    loss_nhwc, loss_plain = nhwc.training_step((images, targets), 0), plain.training_step((images, targets), 0)
+    assert loss_nhwc.item() == pytest.approx(loss_plain.item(), rel=1e-4)  # same init: NHWC is only a layout
+    loss_fast = fast.training_step((images, targets), 0)
+    loss_fast.backward()
+    optimizer = torch.optim.SGD(fast.model.parameters(), lr=0.1)
+    optimizer.step()
+    after = fast.model.backbone.layers[: len(stem)].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics unchanged
+    assert all(p.grad is None for layer in stem for p in layer.parameters())
+    assert fast.model.head.predict.weight.grad is not None
 
 
 def _train(tmp_path, config, *extra):
