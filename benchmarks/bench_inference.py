@@ -7,19 +7,18 @@ the bare forward of the same model.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
-from common import DATA, QUICK, interleaved, record
+from common import DATA, QUICK, interleaved, peak_rss_mb, record
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from gridyolo.detect import run_detect  # noqa: E402
 from gridyolo.export import export_onnx  # noqa: E402
-from gridyolo.models import build_detector  # noqa: E402
 from train_helpers import write_checkpoint  # noqa: E402  -- random weights: speed does not depend on them
 
 BACKBONES = ("resnet18", "efficientnet_lite0", "darknet_tiny")
@@ -27,9 +26,7 @@ BACKBONES = ("resnet18", "efficientnet_lite0", "darknet_tiny")
 
 def variants(model: torch.nn.Module, batch: torch.Tensor, onnx_path: str | None, compile_: bool) -> dict:
     eager = model.eval()
-    cl_model = build_detector(model.backbone_name, model.num_classes, model.grid_size, model.num_boxes).eval()
-    cl_model.load_state_dict(model.state_dict())
-    cl_model = cl_model.to(memory_format=torch.channels_last)
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     cl_batch = batch.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(cl_model)))
@@ -149,7 +146,9 @@ def main() -> None:
             detail=detect,
             note="efficientnet_lite0 448, batch 8, CPU; ratio of images/s",
         )
-    print(f"peak RSS {np.round(__import__('common').peak_rss_mb(), 1)} MB")
+    rss = peak_rss_mb()
+    print(f"peak RSS of this process (forward table + detect): {rss:.0f} MB")
+    record("detect_peak_rss_mb", round(rss, 1), "python benchmarks/bench_inference.py")
 
 
 if __name__ == "__main__":
