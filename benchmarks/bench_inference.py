@@ -12,13 +12,15 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from common import DATA, QUICK, interleaved, peak_rss_mb, record
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from gridyolo.checkpoint import detector_from_checkpoint  # noqa: E402
 from gridyolo.detect import run_detect  # noqa: E402
-from gridyolo.export import export_onnx  # noqa: E402
+from gridyolo.export import export_onnx, inference_from_checkpoint  # noqa: E402
 from train_helpers import write_checkpoint  # noqa: E402  -- random weights: speed does not depend on them
 
 BACKBONES = ("resnet18", "efficientnet_lite0", "darknet_tiny")
@@ -59,7 +61,7 @@ def forward_table(workdir: str) -> dict:
     for name in BACKBONES:
         for size in sizes:
             ckpt = write_checkpoint(
-                __import__("pathlib").Path(workdir) / f"{name}{size}.ckpt",
+                Path(workdir) / f"{name}{size}.ckpt",
                 [f"c{i}" for i in range(20)],
                 backbone=name,
                 grid_size=7,
@@ -68,8 +70,6 @@ def forward_table(workdir: str) -> dict:
             onnx_path = os.path.join(workdir, f"{name}{size}.onnx") if has_onnx else None
             if onnx_path:
                 export_onnx(str(ckpt), onnx_path)
-            from gridyolo.checkpoint import detector_from_checkpoint
-
             model, _ = detector_from_checkpoint(str(ckpt))
             for batch_size in (1, 8):
                 batch = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
@@ -87,14 +87,12 @@ def detect_vs_forward(workdir: str) -> dict:
     """End-to-end detect (read, pre-process, model, decode, draw, write) vs the bare forward."""
     name, size, batch = "efficientnet_lite0", 448, 8
     ckpt = write_checkpoint(
-        __import__("pathlib").Path(workdir) / "detect.ckpt",
+        Path(workdir) / "detect.ckpt",
         [f"c{i}" for i in range(80)],
         backbone=name,
         grid_size=7,
         input_size=size,
     )
-    from gridyolo.export import inference_from_checkpoint
-
     model, _ = inference_from_checkpoint(str(ckpt))
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     results = {}

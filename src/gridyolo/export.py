@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -169,9 +171,6 @@ def fresh_process_parity(path: str, images: list[torch.Tensor], expected: list[d
     Returns ``max_box_diff`` (px), ``same_labels`` (labels and order), ``gridyolo_imported`` (must be
     False) and ``detections`` (count).
     """
-    import subprocess
-    import sys
-
     path, workdir = os.path.abspath(path), os.path.abspath(workdir)
     inputs, outputs = os.path.join(workdir, "parity_inputs.pt"), os.path.join(workdir, "parity_outputs.pt")
     torch.save(images, inputs)

@@ -149,10 +149,8 @@ class GridYoloModule(L.LightningModule):
         frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
         if self.trainer.world_size == 1:  # under DDP the zero backbone LR alone freezes it
             self.model.backbone.requires_grad_(not frozen)
-            for layer in self.frozen_stem:
-                layer.requires_grad_(False)
         for layer in self.frozen_stem:
-            layer.eval()  # frozen BatchNorm statistics too
+            layer.requires_grad_(False).eval()  # frozen weights and BatchNorm statistics
 
     def training_step(self, batch: tuple[Tensor, list[dict[str, Tensor]]], batch_idx: int) -> Tensor:
         images, targets = batch
