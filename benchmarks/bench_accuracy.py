@@ -12,14 +12,48 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from common import DATA, ROOT, record
+
+from gridyolo.runs import new_run_dir
 
 RUNS = {  # config, extra overrides (ResNet-18 and tiny Darknet from scratch)
     "efficientnet_lite0": ("configs/bccd_lite0.yaml", []),
     "resnet18": ("configs/bccd_lite0.yaml", ["--model.backbone", "resnet18", "--model.weights", "null"]),
     "darknet_tiny": ("configs/bccd_lite0.yaml", ["--model.backbone", "darknet_tiny", "--model.weights", "null"]),
 }
+
+
+def map50_vs_minutes(run_dir: Path) -> list[tuple[float, float]]:
+    """(minutes since the run's first event, val mAP50) per validation, from TensorBoard's wall times."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    start = events.FirstEventTimestamp()
+    return [(round((e.wall_time - start) / 60, 2), round(e.value, 4)) for e in events.Scalars("val/map50")]
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, row in table.items():
+        minutes, map50 = zip(*row["map50_vs_minutes"]) if row["map50_vs_minutes"] else ((), ())
+        ax.plot(minutes, map50, marker=".", label=f"{name} (test mAP50 {row['map50']:.3f})")
+    ax.axhline(0.8, color="grey", linestyle="--", linewidth=1, label="target 0.80")
+    ax.set_xlabel("training wall-clock minutes (2-core CPU)")
+    ax.set_ylabel("bccd test mAP50 (EMA weights, per epoch)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -31,7 +65,7 @@ def main() -> None:
     table = {}
     for name in args.models:
         config, extra = RUNS[name]
-        run = f"bench_{name}"
+        run_dir = new_run_dir(ROOT / "runs" / "bench", f"bench_{name}")  # never an earlier run's weights
         cmd = [
             sys.executable,
             "-m",
@@ -44,9 +78,11 @@ def main() -> None:
             "--data.root",
             str(DATA / "bccd"),
             "--project",
-            "runs/bench",
+            str(run_dir.parent),
             "--name",
-            run,
+            run_dir.name,
+            "--exist_ok",
+            "true",
             *extra,
         ]
         subprocess.run(cmd, cwd=ROOT, check=True)
@@ -57,7 +93,7 @@ def main() -> None:
                 "gridyolo.cli",
                 "eval",
                 "--weights",
-                f"runs/bench/{run}/weights/best.ckpt",
+                str(run_dir / "weights" / "best.ckpt"),
                 "--data",
                 str(DATA / "bccd"),
                 "--format",
@@ -72,8 +108,11 @@ def main() -> None:
             text=True,
         )
         metrics = json.loads(out.stdout)
-        table[name] = {k: metrics[k] for k in ("map", "map50", "per_class")}
+        table[name] = {k: metrics[k] for k in ("map", "map50", "per_class", "voc07_per_class")}
+        table[name]["run"] = str(run_dir.relative_to(ROOT))
+        table[name]["map50_vs_minutes"] = map50_vs_minutes(run_dir)
         print(name, table[name])
+    plot(table, ROOT / "benchmarks" / "bccd_map50_vs_minutes.png")
     if "efficientnet_lite0" in table:
         record(
             "bccd_map50",

@@ -114,3 +114,9 @@ def copy_voc_subset(src: Path, dest: Path, ids: list[str]) -> Path:
         os.symlink(src / "JPEGImages" / f"{i}.jpg", dest / "JPEGImages" / f"{i}.jpg")
     (dest / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
     return dest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory):
+    """detect caches ONNX exports under $GRIDYOLO_CACHE; tests keep them out of the home directory."""
+    os.environ["GRIDYOLO_CACHE"] = str(tmp_path_factory.mktemp("gridyolo_cache"))

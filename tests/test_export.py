@@ -1,5 +1,5 @@
 """TorchScript export: parity with the eager model on real images, loading with torch + torchvision only,
-metadata, pre-processing consistent with training's letterbox, ONNX (with the onnx extra)."""
+metadata, pre-processing consistent with training's letterbox, ONNX."""
 
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ def test_export_bad_inputs_are_one_line(tmp_path, capsys):
 
 
 def test_onnx_runtime_matches_torch(exported, tmp_path):
-    pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'gridyolo[onnx]')")
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'gridyolo[onnx]')")
+    pytest.importorskip("onnx", reason="onnx/onnxruntime not installed (dependencies of gridyolo)")
+    pytest.importorskip("onnxruntime", reason="onnx/onnxruntime not installed (dependencies of gridyolo)")
     from gridyolo.export import export_onnx
     from gridyolo.onnx_runner import OnnxDetector
 

@@ -64,6 +64,22 @@ def test_lite0_detector_loads_imagenet_backbone():
     )
 
 
+def test_lite0_stride16_is_the_imagenet_network_cut_before_its_stride32_stages():
+    backbone = build_backbone("efficientnet_lite0_s16", "imagenet")
+    full = efficientnet_lite0("imagenet").eval()
+    kept = len(backbone.module.net._blocks)
+    assert full._blocks[kept]._depthwise_conv.stride == (2, 2)  # the next block would go to stride 32
+    captured = {}
+    full._blocks[kept - 1].register_forward_hook(lambda m, i, o: captured.update(out=o))
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        full.forward_features(x)
+        out = backbone.module.eval()(x)
+    assert (backbone.stride, backbone.out_channels) == (16, 112) and out.shape == (1, 112, 10, 10)
+    torch.testing.assert_close(out, captured["out"])  # no activation added after the linear projection
+    assert not any("_conv_head" in name for name, _ in backbone.module.named_parameters())
+
+
 def test_resnet_weights_from_local_state_dict(tmp_path):
     source = torchvision.models.resnet18()
     path = tmp_path / "r18.pth"

@@ -61,11 +61,11 @@ def _detect(args: argparse.Namespace) -> int:
 
     result = run_detect(
         args.weights, args.source, args.out, args.conf, args.iou, args.img_size, args.device, args.batch,
-        args.save_json, args.show, args.max_frames, progress=not args.quiet,
+        args.save_json, args.show, args.max_frames, progress=not args.quiet, backend=args.backend,
     )  # fmt: skip
     for note in result["warnings"]:
         print(f"gridyolo: warning: {note}", file=sys.stderr)
-    print(result["timing"])
+    print(f"{result['timing']} ({result['backend']} on {result['device']})")
     print(f"results in {result['out']}" + (f" (video {result['video']})" if result["video"] else ""))
     if result["predictions"]:
         print(f"predictions in {result['predictions']}")
@@ -141,13 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_eval)
 
     detect = commands.add_parser("detect", help="detect on images, a folder, a glob, a video, a webcam or a stream")
-    detect.add_argument("--weights", required=True, help="training checkpoint (.ckpt) or exported TorchScript file")
+    detect.add_argument("--weights", required=True, help="checkpoint (.ckpt), or an exported TorchScript or .onnx file")
     detect.add_argument("--source", required=True, help="image, directory, glob, video, webcam index (0) or URL")
     detect.add_argument("--out", default=None, help="output directory (default: a new runs/detect/expN)")
     detect.add_argument("--conf", type=float, default=0.25, help="score threshold")
     detect.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     detect.add_argument("--img-size", type=int, default=None, help="model input size (default: the training size)")
     detect.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    detect.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="what runs the model; auto: ONNX Runtime on the CPU when it matches torch, else torch",
+    )
     detect.add_argument("--batch", type=int, default=8, help="images or frames per model call")
     detect.add_argument("--save-json", action="store_true", help="write predictions.jsonl")
     detect.add_argument("--show", action="store_true", help="show results in a window (needs a GUI OpenCV)")

@@ -1,4 +1,6 @@
-"""``gridyolo detect``: a checkpoint or exported TorchScript file on images, folders, videos, cameras.
+"""``gridyolo detect``: a checkpoint or an exported file on images, folders, videos, cameras.
+
+On the CPU the model stage runs in ONNX Runtime by default (``ort_backend``), elsewhere in torch.
 
 Writes drawn images (or a drawn video with the source's frame count, size and fps) into a new run
 directory, optionally ``predictions.jsonl`` (one record per image or frame), and reports per-stage
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gridyolo import ort_backend
 from gridyolo.drawing import draw_detections
 from gridyolo.errors import GridyoloError
 from gridyolo.export import inference_from_checkpoint, is_torchscript, load_torchscript
@@ -38,6 +41,10 @@ def select_device(device: str) -> str:
     return device
 
 
+BACKENDS = ("auto", "torch", "onnxruntime")
+THRESHOLD_KEYS = ("conf_threshold", "iou_threshold", "max_detections")
+
+
 def load_detector(
     weights: str,
     device: str = "cpu",
@@ -45,24 +52,71 @@ def load_detector(
     conf_threshold: float = 0.25,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """An inference module (eager from a checkpoint, scripted from an export) and its metadata.
+    backend: str = "auto",
+) -> tuple[Any, dict[str, Any]]:
+    """An inference model and its metadata (``info["backend"]``: what runs the model stage).
 
-    Both expose ``preprocess``, ``predict_raw`` and ``postprocess`` (see ``inference.InferenceModel``),
-    and both run the same code, so they give the same detections.
+    Every model exposes ``preprocess``, ``predict_raw`` and ``postprocess`` (see
+    ``inference.InferenceModel``), with the same pre-processing and decode code:
+    - a checkpoint on the CPU with ``backend="auto"``: ONNX Runtime (``ort_backend``; the fastest CPU
+      path measured), used only if its raw grid matches the eager model's within
+      ``ort_backend.RAW_TOLERANCE`` on a probe batch; otherwise, or with ``backend="torch"``, the eager
+      model in channels_last;
+    - an exported TorchScript file: that file; an exported ``.onnx`` file: ONNX Runtime.
     """
+    if backend not in BACKENDS:
+        raise GridyoloError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     if not os.path.isfile(weights):
         raise GridyoloError(f"{weights}: weights file not found")
+    thresholds = (conf_threshold, iou_threshold, max_detections)
+    notes: list[str] = []
+    if weights.lower().endswith(".onnx"):
+        if backend == "torch" or not device.startswith("cpu"):
+            raise GridyoloError(f"{weights}: an ONNX file runs with --backend onnxruntime on the CPU")
+        if not ort_backend.onnxruntime_available():
+            raise GridyoloError(f"{weights}: running an ONNX file needs onnxruntime (pip install onnxruntime)")
+        model = ort_backend.OnnxRuntimeModel(weights, *thresholds)
+        if img_size and img_size != model.input_size:
+            raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
+                                f"needs a new export")  # fmt: skip
+        return model, {**model.info, **dict(zip(THRESHOLD_KEYS, thresholds)), "backend": "onnxruntime", "notes": notes}
     if is_torchscript(weights):
+        if backend == "onnxruntime":
+            raise GridyoloError(f"{weights}: a TorchScript file runs with torch; --backend onnxruntime needs a "
+                                f"checkpoint or an .onnx file")  # fmt: skip
         model, info = load_torchscript(weights, device)
-        model.conf_threshold, model.iou_threshold, model.max_detections = conf_threshold, iou_threshold, max_detections
+        model.conf_threshold, model.iou_threshold, model.max_detections = thresholds
         if img_size:
             model.input_size = img_size
             info["input_size"] = img_size
+        return model, {**info, "backend": "torch", "notes": notes}
+    on_cpu = device.startswith("cpu")
+    if backend == "onnxruntime" and not (on_cpu and ort_backend.onnxruntime_available()):
+        raise GridyoloError("--backend onnxruntime needs the CPU and onnxruntime (pip install onnxruntime)")
+    if on_cpu and backend != "torch" and ort_backend.onnxruntime_available():
+        fast = _checked_onnxruntime(weights, img_size, thresholds, strict=backend == "onnxruntime", notes=notes)
+        if fast is not None:
+            info = {**fast.info, **dict(zip(THRESHOLD_KEYS, thresholds))}
+            return fast, {**info, "backend": "onnxruntime", "notes": notes}
+    model, info = inference_from_checkpoint(weights, img_size, *thresholds)
+    return model.to(device), {**info, "backend": "torch", "notes": notes}
+
+
+def _checked_onnxruntime(weights: str, img_size: int | None, thresholds: tuple, strict: bool, notes: list[str]):
+    """ONNX Runtime for a checkpoint if it exports and matches the eager model; else ``None`` and a note
+    (``strict``: a one-line error instead)."""
+    try:
+        model, gap = ort_backend.onnxruntime_from_checkpoint(weights, img_size, *thresholds)
+    except Exception as exc:  # e.g. a head pool with no fixed-size ONNX form at this input size
+        reason = f"ONNX export failed ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
     else:
-        model, info = inference_from_checkpoint(weights, img_size, conf_threshold, iou_threshold, max_detections)
-        model = model.to(device)
-    return model, info
+        if gap <= ort_backend.RAW_TOLERANCE:
+            return model
+        reason = f"ONNX Runtime differs from the eager model by {gap:.2g} on the raw grid"
+    if strict:
+        raise GridyoloError(f"{weights}: {reason}")
+    notes.append(f"{weights}: {reason}; running with torch")
+    return None
 
 
 @dataclass
@@ -151,6 +205,7 @@ def run_detect(
     show: bool = False,
     max_frames: int | None = None,
     progress: bool = True,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Detect on ``source`` and write the results into ``out`` (default: a new ``runs/detect/expN``).
 
@@ -159,7 +214,7 @@ def run_detect(
     device = select_device(device)
     resolved = resolve_source(source)  # fails before any output directory is created
     capture = open_capture(resolved) if resolved.kind != "images" else None
-    model, info = load_detector(weights, device, img_size, conf_threshold, iou_threshold)
+    model, info = load_detector(weights, device, img_size, conf_threshold, iou_threshold, backend=backend)
     class_names = list(info["class_names"])
     out_dir = Path(out) if out else new_run_dir("runs/detect", "exp")
     if out:
@@ -216,7 +271,7 @@ def run_detect(
             jsonl.close()
     seconds = time.perf_counter() - start
 
-    notes = [f"skipped {path}: {reason.split(': ', 1)[-1]}" for path, reason in reader.skipped]
+    notes = info["notes"] + [f"skipped {path}: {reason.split(': ', 1)[-1]}" for path, reason in reader.skipped]
     if resolved.kind == "video" and expected and reader.decoded < expected and max_frames is None:
         notes.append(f"{resolved.spec}: video ended early: decoded {reader.decoded} of {expected} frames, kept them")
     if written == 0:
@@ -226,7 +281,7 @@ def run_detect(
         "video": str(video_path) if video_path else None, "expected_frames": expected or None,
         "predictions": str(out_dir / "predictions.jsonl") if save_json else None,
         "ms_per_image": timer.per_image(), "seconds": round(seconds, 3), "timing": timer.format(seconds),
-        "device": device, "warnings": notes,
+        "device": device, "backend": info["backend"], "warnings": notes,
     }  # fmt: skip
 
 

@@ -97,8 +97,18 @@ def load_torchscript(path: str, device: str = "cpu") -> tuple[torch.jit.ScriptMo
 
 
 def export_info(path: str) -> dict[str, Any]:
-    """The metadata of an exported TorchScript file (``gridyolo export --info``)."""
-    return load_torchscript(path)[1]
+    """The metadata of an exported TorchScript or ONNX file (``gridyolo export --info``)."""
+    if not path.lower().endswith(".onnx"):
+        return load_torchscript(path)[1]
+    import onnx
+
+    try:
+        props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    except Exception as exc:
+        raise GridyoloError(f"{path}: not an ONNX file ({exc.__class__.__name__})") from None
+    if METADATA_FILE not in props:
+        raise GridyoloError(f"{path}: ONNX file without gridyolo metadata (not exported by gridyolo)")
+    return json.loads(props[METADATA_FILE])
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -129,17 +139,17 @@ def _fixed_size_pool(detector: torch.nn.Module, example: torch.Tensor) -> torch.
 
 def export_onnx(weights: str, out: str, img_size: int | None = None, opset: int = 17) -> dict[str, Any]:
     """Export the raw model (``uint8 [N, 3, size, size]`` -> raw grid) to ONNX; decode and NMS run
-    outside it (``gridyolo.onnx_runner``). Needs the ``onnx`` extra."""
+    outside it (``gridyolo.onnx_runner``, or ``ort_backend`` in detect)."""
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise GridyoloError("ONNX export needs the onnx extra: pip install 'gridyolo[onnx]'") from None
+        raise GridyoloError("ONNX export needs the onnx package: pip install onnx") from None
     detector, meta = detector_from_checkpoint(weights)
     size = img_size or meta.input_size
     example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
     detector.head.pool = _fixed_size_pool(detector, example)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp"
+    tmp = f"{out}.{os.getpid()}.tmp"  # two processes exporting the same file never share a temp file
     torch.onnx.export(
         detector, (example,), tmp, input_names=["images"], output_names=["raw"], opset_version=opset,
         dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}}, dynamo=False,

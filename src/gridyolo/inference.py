@@ -29,6 +29,33 @@ def letterbox_size(height: int, width: int, size: int, stretch: bool) -> list[in
     return [new_w, new_h, (size - new_w) // 2, (size - new_h) // 2]
 
 
+def resize_batch(
+    images: list[Tensor], size: int, stretch: bool, pad_value: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Resize (stretch or letterbox) each ``uint8 [3, H, W]`` image into one ``uint8 [N, 3, size, size]``
+    batch on ``device``, with torch's bilinear resize.
+
+    Returns ``(batch, letterbox params [N, 4] = (scale_x, scale_y, pad_x, pad_y), original sizes [N, 2]
+    = (height, width))``, the last two as ``decode.decode_grid`` takes them.
+    """
+    batch = torch.full((len(images), 3, size, size), pad_value, dtype=torch.uint8, device=device)
+    params = torch.zeros((len(images), 4), dtype=torch.float32)
+    sizes = torch.zeros((len(images), 2), dtype=torch.float32)
+    for i, image in enumerate(images):
+        if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+            raise ValueError("each image must be a uint8 RGB tensor of shape [3, H, W]")
+        height, width = image.shape[1], image.shape[2]
+        new_w, new_h, pad_x, pad_y = letterbox_size(height, width, size, stretch)
+        x = image.to(device)
+        if new_w != width or new_h != height:
+            resized = F.interpolate(x.unsqueeze(0).float(), size=(new_h, new_w), mode="bilinear", align_corners=False)
+            x = resized[0].round().clamp(0, 255).to(torch.uint8)
+        batch[i, :, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = x
+        params[i] = torch.tensor([new_w / width, new_h / height, float(pad_x), float(pad_y)])
+        sizes[i] = torch.tensor([float(height), float(width)])
+    return batch, params.to(device), sizes.to(device)
+
+
 class InferenceModel(nn.Module):
     """Pre-processing + ``Detector`` + decode + NMS.
 
@@ -73,26 +100,7 @@ class InferenceModel(nn.Module):
         Returns ``(batch uint8 [N, 3, size, size], letterbox params [N, 4] = (scale_x, scale_y, pad_x,
         pad_y), original sizes [N, 2] = (height, width))``.
         """
-        size = self.input_size
-        device = self.detector.mean.device
-        batch = torch.full((len(images), 3, size, size), self.pad_value, dtype=torch.uint8, device=device)
-        params = torch.zeros((len(images), 4), dtype=torch.float32)
-        sizes = torch.zeros((len(images), 2), dtype=torch.float32)
-        for i, image in enumerate(images):
-            if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
-                raise ValueError("each image must be a uint8 RGB tensor of shape [3, H, W]")
-            height, width = image.shape[1], image.shape[2]
-            new_w, new_h, pad_x, pad_y = letterbox_size(height, width, size, self.stretch)
-            x = image.to(device)
-            if new_w != width or new_h != height:
-                resized = F.interpolate(
-                    x.unsqueeze(0).float(), size=(new_h, new_w), mode="bilinear", align_corners=False
-                )
-                x = resized[0].round().clamp(0, 255).to(torch.uint8)
-            batch[i, :, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = x
-            params[i] = torch.tensor([new_w / width, new_h / height, float(pad_x), float(pad_y)])
-            sizes[i] = torch.tensor([float(height), float(width)])
-        return batch, params.to(device), sizes.to(device)
+        return resize_batch(images, self.input_size, self.stretch, self.pad_value, self.detector.mean.device)
 
     @torch.jit.export
     def predict_raw(self, batch: Tensor) -> Tensor:

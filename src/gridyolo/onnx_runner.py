@@ -44,7 +44,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 class OnnxDetector:
-    """An exported ONNX file + the decode around it. Needs the ``onnx`` extra (onnxruntime)."""
+    """An exported ONNX file + the decode around it, with onnxruntime and numpy only."""
 
     def __init__(
         self, path: str, conf_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100

@@ -1,0 +1,130 @@
+"""ONNX Runtime as the model stage of ``gridyolo detect`` on the CPU: the fastest path measured on CPUs
+(BENCHMARKS.md: 1.9-6× the eager forward). Pre-processing and decode+NMS stay the torch code of
+``InferenceModel``, so only the network's numbers can differ, and ``onnxruntime_from_checkpoint``
+checks them against the eager model before they are used.
+
+A checkpoint is exported once; the ONNX file is cached under ``$GRIDYOLO_CACHE`` (default
+``~/.cache/gridyolo``), named by the checkpoint's sha256, the input size and the gridyolo version,
+so a changed checkpoint never reuses a stale export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gridyolo import __version__
+from gridyolo.data.transforms import PAD_VALUE
+from gridyolo.decode import decode_grid
+from gridyolo.errors import GridyoloError
+from gridyolo.export import METADATA_FILE, export_onnx, inference_from_checkpoint
+from gridyolo.inference import resize_batch
+
+RAW_TOLERANCE = 1e-3  # max |ONNX Runtime - eager| on the raw grid (logits) for the fast path to be used
+
+
+def onnxruntime_available() -> bool:
+    """onnxruntime to run, onnx to export (both are dependencies; a trimmed install may lack them)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+class OnnxRuntimeModel:
+    """``preprocess`` / ``predict_raw`` / ``postprocess`` as ``InferenceModel`` has them, the model
+    stage run by an ONNX Runtime session on the CPU.
+
+    Args:
+        path: an ONNX file written by ``export.export_onnx`` (``uint8 [N, 3, size, size]`` -> raw grid
+            ``[N, S, S, B*5 + C]``; metadata: input size, resize mode, boxes per cell, class names).
+        conf_threshold, iou_threshold, max_detections, pre_nms_topk: see ``decode.decode_grid``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 100,
+        pre_nms_topk: int = 1000,
+    ) -> None:
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise GridyoloError(f"{path}: not an ONNX model onnxruntime can load ({exc.__class__.__name__})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_FILE not in metadata:
+            raise GridyoloError(f"{path}: ONNX file without gridyolo metadata (not exported by gridyolo)")
+        self.info: dict[str, Any] = json.loads(metadata[METADATA_FILE])
+        self.input_size = int(self.info["input_size"])
+        self.stretch = self.info["resize_mode"] == "stretch"
+        self.num_boxes = int(self.info["num_boxes"])
+        self.conf_threshold, self.iou_threshold = conf_threshold, iou_threshold
+        self.max_detections, self.pre_nms_topk = max_detections, pre_nms_topk
+
+    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        return resize_batch(images, self.input_size, self.stretch, PAD_VALUE, torch.device("cpu"))
+
+    def predict_raw(self, batch: Tensor) -> Tensor:
+        """``uint8 [N, 3, size, size]`` -> raw grid ``[N, S, S, B*5 + C]`` (float32)."""
+        return torch.from_numpy(self.session.run(None, {"images": batch.contiguous().numpy()})[0])
+
+    def postprocess(self, raw: Tensor, params: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+        size = (self.input_size, self.input_size)
+        return decode_grid(raw, self.num_boxes, size, params, sizes, self.conf_threshold, self.iou_threshold,
+                           self.max_detections, self.pre_nms_topk)  # fmt: skip
+
+    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        batch, params, sizes = self.preprocess(images)
+        return self.postprocess(self.predict_raw(batch), params, sizes)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GRIDYOLO_CACHE") or Path.home() / ".cache" / "gridyolo")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_onnx(weights: str, img_size: int | None = None) -> str:
+    """The ONNX export of a checkpoint at ``img_size`` (default: its training size), exported on first use."""
+    key = f"{_sha256(weights)[:16]}-{img_size or 'train'}-{__version__}"
+    path = cache_dir() / "onnx" / f"{Path(weights).stem}-{key}.onnx"
+    if not path.is_file():
+        export_onnx(weights, str(path), img_size)  # atomic: concurrent detects never read half a file
+    return str(path)
+
+
+def raw_gap(reference: torch.nn.Module, model: OnnxRuntimeModel, seed: int = 0) -> float:
+    """Max |difference| of the raw grids of the eager model and ONNX Runtime on a random uint8 batch."""
+    size = model.input_size
+    probe = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = reference.predict_raw(probe)
+    return float((expected - model.predict_raw(probe)).abs().max())
+
+
+def onnxruntime_from_checkpoint(
+    weights: str,
+    img_size: int | None = None,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 100,
+) -> tuple[OnnxRuntimeModel, float]:
+    """The ONNX Runtime model of a checkpoint and its raw-grid gap to the eager model (to compare
+    with ``RAW_TOLERANCE``)."""
+    model = OnnxRuntimeModel(cached_onnx(weights, img_size), conf_threshold, iou_threshold, max_detections)
+    reference, _ = inference_from_checkpoint(weights, img_size)
+    return model, raw_gap(reference, model)
