@@ -42,8 +42,9 @@ def _records(path):
 
 def test_folder_batched_and_torchscript_gives_the_same_records(weights, images, tmp_path):
     ckpt, script = weights
-    a = run_detect(str(ckpt), str(images), str(tmp_path / "a"), batch_size=4, save_json=True, progress=False,
-                   backend="torch")  # fmt: skip  -- the CPU default (ONNX Runtime): test_ort_backend.py
+    a = run_detect(
+        str(ckpt), str(images), str(tmp_path / "a"), batch_size=4, save_json=True, progress=False, backend="torch"
+    )  # fmt: skip  -- the CPU default (ONNX Runtime): test_ort_backend.py
     b = run_detect(str(script), str(images), str(tmp_path / "b"), batch_size=3, save_json=True, progress=False)
     assert a["images"] == b["images"] == 11
     assert len(list((tmp_path / "a").glob("*.jpg"))) == 11

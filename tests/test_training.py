@@ -8,10 +8,11 @@ from unittest.mock import MagicMock
 import pytest
 import torch
 
+from conftest import ROOT
 from gridyolo.checkpoint import detector_from_checkpoint
 from gridyolo.cli import main
 from gridyolo.data.datamodule import DetectionDataModule
-from gridyolo.models import stem_layers
+from gridyolo.models import BACKBONES, stem_layers
 from gridyolo.training import GridYoloModule, NonFiniteLossError
 from train_helpers import tiny_bccd, tiny_config
 
@@ -231,3 +232,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, 
     assert last["epoch"] == 0 and all(
         torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point()
     )
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse_and_name_real_parts(config, capsys):
+    """Every config in configs/ goes through the train CLI's parser (types, keys) and names a backbone
+    and a data format that exist: a typo there would only show when a user starts a long run."""
+    import yaml
+
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--config", str(config), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["backbone"] in BACKBONES
+    assert printed["data"]["format"] in ("coco", "voc", "yolo")
