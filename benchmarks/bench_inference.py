@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +24,8 @@ from gridyolo.detect import load_detector, run_detect  # noqa: E402
 from gridyolo.export import export_onnx  # noqa: E402
 from train_helpers import write_checkpoint  # noqa: E402  -- random weights: speed does not depend on them
 
-BACKBONES = ("resnet18", "efficientnet_lite0", "darknet_tiny")
+ROUNDS = 3
+BACKBONES = ("resnet18", "efficientnet_lite0", "efficientnet_lite0_s16", "darknet_tiny")
 
 
 def variants(model: torch.nn.Module, batch: torch.Tensor, onnx_path: str | None, compile_: bool) -> dict:
@@ -105,12 +107,17 @@ def detect_vs_forward(workdir: str) -> dict:
             ("coco128", str(DATA / "coco128" / "train2017"), None),
             ("vtest", str(DATA / "video" / "vtest.avi"), 120 if QUICK else None),
         ):
-            out = tempfile.mkdtemp(dir=workdir)
-            with torch.inference_mode():
-                forward = interleaved({"forward": lambda m=model: m.predict_raw(x)}, repeats=5)["forward"]
-            result = run_detect(str(ckpt), source, out, batch_size=batch, device="cpu", max_frames=limit,
-                                progress=False, backend=backend)  # fmt: skip
-            detect_rate, forward_rate = result["images"] / result["seconds"], batch / forward
+            detect_rates, forward_rates, stages = [], [], []
+            for _ in range(ROUNDS):  # detect and the bare forward alternate: drift hits both alike
+                with torch.inference_mode():
+                    forward = interleaved({"forward": lambda m=model: m.predict_raw(x)}, repeats=5, warmup=1)
+                forward_rates.append(batch / forward["forward"])
+                result = run_detect(str(ckpt), source, tempfile.mkdtemp(dir=workdir), batch_size=batch,
+                                    device="cpu", max_frames=limit, progress=False, backend=backend)  # fmt: skip
+                detect_rates.append(result["images"] / result["seconds"])
+                stages.append(result["ms_per_image"])
+            detect_rate, forward_rate = statistics.median(detect_rates), statistics.median(forward_rates)
+            result["ms_per_image"] = {k: round(statistics.median(s[k] for s in stages), 3) for k in stages[0]}
             results[f"{label}_{backend}"] = {
                 "detect_img_s": round(detect_rate, 2),
                 "forward_img_s": round(forward_rate, 2),

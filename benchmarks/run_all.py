@@ -17,6 +17,14 @@ if not QUICK:
     SCRIPTS.append("bench_accuracy.py")
 
 
+def headline(value: object) -> str:
+    """The value as one table cell: per-run tables (``bccd_runs``) show their mAP50 only."""
+    if isinstance(value, dict) and all(isinstance(v, dict) and "map50" in v for v in value.values()):
+        value = {name: round(row["map50"], 3) for name, row in value.items()}
+    text = json.dumps(value)
+    return text if len(text) <= 160 else "(see details)"
+
+
 def render(results: dict) -> str:
     m = results.get("machine", {})
     lines = [
@@ -34,7 +42,7 @@ def render(results: dict) -> str:
     for key, entry in results.items():
         if key == "machine":
             continue
-        lines.append(f"| `{key}` | {json.dumps(entry['value'])} | `{entry['command']}` |")
+        lines.append(f"| `{key}` | {headline(entry['value'])} | `{entry['command']}` |")
     lines += ["", "## Details", ""]
     for key, entry in results.items():
         if key != "machine":

@@ -55,8 +55,12 @@ class OnnxRuntimeModel:
     ) -> None:
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        # ORT's threads busy-wait after each run by default; in detect they would steal the cores that
+        # pre-processing, decode+NMS, drawing and the reader thread need between two model runs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise GridyoloError(f"{path}: not an ONNX model onnxruntime can load ({exc.__class__.__name__})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
