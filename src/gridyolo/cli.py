@@ -19,9 +19,24 @@ def _data_check(args: argparse.Namespace) -> int:
     roots = args.root if args.format == "voc" else args.root[0]
     if args.format != "voc" and len(args.root) > 1:
         raise GridyoloError(f"--format {args.format} takes one ROOT, got {len(args.root)}")
-    classes = args.classes.split(",") if args.classes else None
-    report = dataset_report(build_reader(roots, args.format, args.split, classes=classes))
+    classes = _class_list(args.classes)
+    reader = build_reader(roots, args.format, args.split, classes=classes)
+    report = dataset_report(reader, not args.no_decode, args.workers, not args.no_cache, progress=not args.json)
     print(json.dumps(report) if args.json else format_report(report))
+    return 0 if report["ok"] else 1
+
+
+def _data_convert(args: argparse.Namespace) -> int:
+    from gridyolo.data.convert import convert_dataset, format_convert_report
+    from gridyolo.data.readers import build_reader
+
+    roots = args.root if args.format == "voc" else args.root[0]
+    if args.format != "voc" and len(args.root) > 1:
+        raise GridyoloError(f"--format {args.format} takes one ROOT, got {len(args.root)}")
+    reader = build_reader(roots, args.format, args.split, classes=_class_list(args.classes))
+    split = args.out_split or args.split or ("train" if args.format == "yolo" else "all")
+    report = convert_dataset(reader, args.to, args.out, split, args.images, args.exist_ok)
+    print(json.dumps(report) if args.json else format_convert_report(report))
     return 0
 
 
@@ -36,24 +51,49 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from gridyolo.evaluation.runner import evaluate_checkpoint
+    from gridyolo.evaluation.runner import evaluate_checkpoint, evaluate_predictions_file
     from gridyolo.runs import format_metrics_table
 
     roots = args.data if args.format == "voc" else args.data[0]
-    metrics = evaluate_checkpoint(
-        args.weights, roots, args.format, args.split, args.batch, args.conf, args.iou, args.max_det,
-        args.backend, args.save_json, args.device,
-    )  # fmt: skip
+    if args.format != "voc" and len(args.data) > 1:
+        raise GridyoloError(f"--format {args.format} takes one --data ROOT, got {len(args.data)}")
+    if (args.weights is None) == (args.predictions is None):
+        raise GridyoloError("eval needs exactly one of --weights CKPT or --predictions FILE|FOLDER")
+    if args.weights:
+        metrics = evaluate_checkpoint(
+            args.weights, roots, args.format, args.split, args.batch, args.conf, args.iou, args.max_det,
+            args.backend, args.save_json, args.device, args.plots, args.exist_ok,
+        )  # fmt: skip
+    else:
+        classes = _class_list(args.classes)
+        metrics = evaluate_predictions_file(
+            args.predictions, roots, args.format, args.split, classes, args.backend, args.save_json, args.plots,
+            args.exist_ok,
+        )  # fmt: skip
+    for note in metrics.pop("notes", []):
+        print(f"gridyolo: warning: {note}", file=sys.stderr)
+    metrics.pop("pr50", None)
     if args.json:
         print(json.dumps(metrics))
         return 0
-    print(format_metrics_table(metrics, title=f"{args.weights} on {metrics['images']} images ({metrics['backend']})"))
+    source = args.weights or args.predictions
+    print(format_metrics_table(metrics, title=f"{source} on {metrics['images']} images ({metrics['backend']})"))
     if "voc07_map50" in metrics:
         print(f"VOC AP@0.5: 11-point (VOC07) {metrics['voc07_map50']:.4f}, area {metrics['voc_map50']:.4f}")
-    for key in ("results_json", "ground_truth_json"):
+    for key in ("results_json", "ground_truth_json", "plots"):
         if key in metrics:
             print(f"wrote {metrics[key]}")
     return 0
+
+
+def _class_list(text: str | None) -> list[str] | None:
+    """``--classes a,b,c`` as a list (``None`` when not given)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise GridyoloError(f"--classes '{text}': empty class name in the comma-separated list")
+    return names
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -123,10 +163,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--classes", default=None, help="VOC: comma-separated class list (default: found in the files)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument("--no-decode", action="store_true", help="skip decoding every image (annotations only)")
+    check.add_argument("--no-cache", action="store_true", help="decode every image again, ignoring the cache")
+    check.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
     check.set_defaults(func=_data_check)
 
-    evaluate = commands.add_parser("eval", help="COCO mAP (and VOC AP) of a checkpoint on a dataset split")
-    evaluate.add_argument("--weights", required=True, help="training checkpoint (.ckpt)")
+    convert = data.add_parser("convert", help="write a dataset split as COCO json, Pascal VOC or YOLO txt")
+    convert.add_argument("root", nargs="+", help="dataset root (VOC: several roots are concatenated; YOLO: data YAML)")
+    convert.add_argument("--format", required=True, choices=("coco", "voc", "yolo"), help="the source's format")
+    convert.add_argument("--split", default=None, help="the source split (as in data check)")
+    convert.add_argument("--to", required=True, choices=("coco", "voc", "yolo"), help="the output format")
+    convert.add_argument("--out", required=True, help="output root (new or empty unless --exist-ok)")
+    convert.add_argument("--out-split", default=None, help="split name in the output (default: --split)")
+    convert.add_argument("--images", default="copy", choices=("copy", "symlink", "hardlink"))
+    convert.add_argument("--classes", default=None, help="VOC source: comma-separated class list")
+    convert.add_argument("--exist-ok", action="store_true", help="write into a non-empty --out (add a split)")
+    convert.add_argument("--json", action="store_true", help="print one JSON object")
+    convert.set_defaults(func=_data_convert)
+
+    evaluate = commands.add_parser(
+        "eval", help="COCO mAP (and VOC AP) of a checkpoint, or of a predictions file, on a dataset split"
+    )
+    evaluate.add_argument("--weights", default=None, help="training checkpoint (.ckpt)")
+    evaluate.add_argument(
+        "--predictions", default=None, metavar="FILE|FOLDER",
+        help="score another detector's output instead: a COCO results json (the dataset's category ids) "
+        "or a folder of YOLO txt files, one per image, 'cls cx cy w h conf' per line",
+    )  # fmt: skip
     evaluate.add_argument("--data", required=True, nargs="+", help="dataset root (VOC: several roots concatenate)")
     evaluate.add_argument("--format", required=True, choices=("coco", "voc", "yolo"))
     evaluate.add_argument("--split", default=None)
@@ -137,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster_coco_eval"))
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--save-json", default=None, help="write the COCO results json (and a _gt.json for non-COCO)")
+    evaluate.add_argument("--plots", default=None, metavar="DIR", help="write PR curves and the confusion matrix")
+    evaluate.add_argument("--classes", default=None, help="VOC with --predictions: comma-separated class list")
+    evaluate.add_argument("--exist-ok", action="store_true", help="overwrite --save-json / --plots outputs")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_eval)
 

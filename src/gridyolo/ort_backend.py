@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from gridyolo import __version__
+from gridyolo.cache import cache_dir
 from gridyolo.data.transforms import PAD_VALUE
 from gridyolo.decode import decode_grid
 from gridyolo.errors import GridyoloError
@@ -88,10 +88,6 @@ class OnnxRuntimeModel:
     def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         batch, params, sizes = self.preprocess(images)
         return self.postprocess(self.predict_raw(batch), params, sizes)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GRIDYOLO_CACHE") or Path.home() / ".cache" / "gridyolo")
 
 
 def _sha256(path: str) -> str:

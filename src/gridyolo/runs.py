@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 
 def new_run_dir(project: str | os.PathLike, name: str, exist_ok: bool = False) -> Path:
@@ -41,27 +44,62 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     os.replace(tmp, path)
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt`` of the whole run, across resumes.
+
+    A resumed run writes into a new run directory, and Lightning's ``ModelCheckpoint`` forgets the best
+    score when its folder changes, so the first validation after a resume always became "best". This
+    one carries the score over and copies the best checkpoint so far into the new folder.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir, old_best = state_dict.get("dirpath"), state_dict.get("best_model_path")
+        score = state_dict.get("best_model_score")
+        if old_dir == self.dirpath or not old_best or score is None:
+            super().load_state_dict(state_dict)
+            return
+        if not os.path.isfile(old_best):
+            rank_zero_warn(f"{old_best}: the best checkpoint before the resume is gone; best.ckpt starts afresh")
+            return
+        new_best = os.path.join(self.dirpath, os.path.basename(old_best))
+        if rank_zero_only.rank == 0:
+            os.makedirs(self.dirpath, exist_ok=True)
+            shutil.copyfile(old_best, f"{new_best}.tmp")
+            os.replace(f"{new_best}.tmp", new_best)
+        self.best_model_score = self.kth_value = score
+        self.best_model_path = self.kth_best_model_path = new_best
+        self.best_k_models = {new_best: score}
+
+
 class RunSummary(L.Callback):
-    """Keeps the per-epoch history, and at the end of fit writes ``metrics.json`` and prints a table."""
+    """Keeps the per-epoch history (across resumes), and at the end of fit writes ``metrics.json``,
+    the plots and prints a table.
+
+    One history row per training epoch, written after that epoch's validation: ``epoch``, ``step``,
+    ``train_loss`` (the epoch's mean loss) and the epoch's validation metrics when it validated.
+    """
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.run_dir = Path(run_dir)
         self.history: list[dict] = []
         self.start = time.time()
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = dict(getattr(pl_module, "last_metrics", {}))
-        train_loss = trainer.callback_metrics.get("loss")
-        self.history.append(
-            {
-                "epoch": trainer.current_epoch,
-                "step": trainer.global_step,
-                "train_loss": float(train_loss) if train_loss is not None else None,
-                **{k: v for k, v in metrics.items() if isinstance(v, float)},
-            }
-        )
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        train_loss = trainer.callback_metrics.get("train/loss")
+        row = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "train_loss": float(train_loss) if train_loss is not None else None,
+        }
+        if getattr(pl_module, "last_metrics_epoch", None) == trainer.current_epoch:
+            row.update({k: v for k, v in pl_module.last_metrics.items() if isinstance(v, float)})
+        self.history.append(row)
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.errors import GridyoloError
-from gridyolo.runs import RunSummary, new_run_dir
+from gridyolo.runs import BestCheckpoint, RunSummary, new_run_dir
 from gridyolo.training import GridYoloModule
 
 RUN_DIR_ENV = "GRIDYOLO_RUN_DIR"
@@ -65,7 +65,7 @@ class GridYoloCLI(LightningCLI):
         config_callbacks = trainer_config.get("callbacks") or []
         callbacks = [
             *config_callbacks,
-            ModelCheckpoint(
+            BestCheckpoint(
                 dirpath=self.run_dir / "weights",
                 filename="best",
                 monitor="val/map",

@@ -116,6 +116,7 @@ class GridYoloModule(L.LightningModule):
         self._predictions: dict[int, dict[str, Tensor]] = {}
         self._ground_truth: dict | None = None
         self.last_metrics: dict[str, Any] = {}
+        self.last_metrics_epoch: int | None = None  # the epoch whose validation last_metrics hold
 
     # -- what checkpoints carry -------------------------------------------------------------------
     @property
@@ -163,6 +164,8 @@ class GridYoloModule(L.LightningModule):
             )
         self.log_dict({k: v for k, v in losses.items() if k != "total"}, prog_bar=True, batch_size=len(images))
         self.log("loss", losses["total"], prog_bar=True, batch_size=len(images))
+        # the epoch mean over all batches (and ranks): what the run history and metrics.csv record
+        self.log("train/loss", losses["total"], on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], prog_bar=True, batch_size=len(images))
         return losses["total"]
 
@@ -217,6 +220,7 @@ class GridYoloModule(L.LightningModule):
         metrics = self.evaluate_predictions(predictions) if self.global_rank == 0 else None
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
         self.last_metrics = metrics
+        self.last_metrics_epoch = self.current_epoch
         self.log_dict({f"val/{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}, sync_dist=False)
         self.log("map50", float(metrics["map50"]), prog_bar=True)
 
@@ -225,7 +229,7 @@ class GridYoloModule(L.LightningModule):
         reader = self.trainer.datamodule.val_reader
         if self._ground_truth is None:
             self._ground_truth = coco_ground_truth(reader)
-        results = coco_results(predictions, self.category_ids)
+        results = coco_results(predictions, reader.info.category_ids)
         metrics = evaluate_coco(self._ground_truth, results, backend=self.hparams.eval_backend)
         metrics["images"] = len(predictions)
         return metrics

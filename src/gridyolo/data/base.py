@@ -16,13 +16,15 @@ from gridyolo.errors import DatasetError
 class DetectionReader(Sequence):
     """A list of validated ``ImageRecord`` whose items load as ``Sample``.
 
-    Subclasses parse their format in ``__init__`` and fill ``records``, ``info`` and ``issues``
-    (every clipped or dropped box). Reading an item decodes the image; nothing else touches disk.
+    Subclasses parse their format in ``__init__`` and fill ``records``, ``info``, ``issues`` (every
+    clipped or dropped box) and ``notes`` (findings that changed nothing, e.g. upper-case image
+    extensions). Reading an item decodes the image; nothing else touches disk.
     """
 
     info: DatasetInfo
     records: list[ImageRecord]
     issues: list[BoxIssue]
+    notes: list[str]
     name: str = "dataset"
 
     def __len__(self) -> int:

@@ -7,16 +7,32 @@ from collections import Counter
 import numpy as np
 
 from gridyolo.data.base import DetectionReader
+from gridyolo.data.image_check import FATAL, check_images
 
 
-def dataset_report(reader: DetectionReader) -> dict:
-    """Counts of a dataset, as one JSON-ready dict.
+def dataset_report(
+    reader: DetectionReader, decode_images: bool = True, workers: int | None = None, use_cache: bool = True,
+    progress: bool = False,
+) -> dict:  # fmt: skip
+    """Counts of a dataset and everything wrong with it, as one JSON-ready dict.
 
     Keys: ``dataset``, ``images``, ``boxes`` (kept, crowd excluded), ``crowd``, ``difficult``,
     ``negative_images`` (no boxes), ``classes`` (name -> kept boxes, every class listed),
     ``image_sizes`` (``"WxH"`` -> images, most common first), ``clipped`` and ``dropped``
-    (lists of ``{"file", "reason", "box"}``).
+    (lists of ``{"file", "reason", "box"}``), ``notes`` (findings that changed nothing),
+    ``image_problems`` (``{"file", "kind", "detail"}`` from decoding every image, see
+    ``image_check``; absent when ``decode_images`` is off) and ``ok`` (no problem that stops training).
     """
+    report = _counts(reader)
+    report["notes"] = list(getattr(reader, "notes", []))
+    if decode_images:
+        problems = check_images(reader.records, reader.name, workers, use_cache, progress)
+        report["image_problems"] = [p.to_dict() for p in problems]
+    report["ok"] = not any(p["kind"] in FATAL for p in report.get("image_problems", []))
+    return report
+
+
+def _counts(reader: DetectionReader) -> dict:
     records = reader.records
     labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, dtype=np.int64)
     per_class = np.bincount(labels, minlength=reader.info.num_classes)
@@ -51,4 +67,9 @@ def format_report(report: dict, max_sizes: int = 5) -> str:
     for key in ("clipped", "dropped"):
         lines.append(f"{key} boxes: {len(report[key])}")
         lines += [f"  {item['file']}: {item['reason']}" for item in report[key]]
+    lines += [f"note: {note}" for note in report.get("notes", [])]
+    if "image_problems" in report:
+        problems = report["image_problems"]
+        lines.append(f"image problems: {len(problems)} (every image decoded)")
+        lines += [f"  {p['file']}: {p['kind']}: {p['detail']}" for p in problems]
     return "\n".join(lines)

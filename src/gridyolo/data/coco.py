@@ -47,42 +47,49 @@ class CocoReader(DetectionReader):
         self.annotation_file = annotation_file
         self.image_dir = image_dir
         self.issues = []
+        self.notes = []
         data = load_json(annotation_file)
         for key in ("images", "categories"):
             if not isinstance(data.get(key), list):
                 raise DatasetError(f"{annotation_file}: missing the '{key}' list (not a COCO detection json?)")
-        categories = sorted(data["categories"], key=lambda c: c["id"])
+        categories = _categories(data["categories"], annotation_file)
         self.info = DatasetInfo(
-            class_names=tuple(str(c["name"]) for c in categories),
-            category_ids=tuple(int(c["id"]) for c in categories),
+            class_names=tuple(name for _, name in categories), category_ids=tuple(cid for cid, _ in categories)
         )
         label_of = {cid: i for i, cid in enumerate(self.info.category_ids)}
+        images = _images(data["images"], annotation_file)
+        annotations = data.get("annotations", [])
+        if not isinstance(annotations, list):
+            raise DatasetError(f"{annotation_file}: 'annotations' must be a list")
 
         per_image: dict[int, list[dict]] = defaultdict(list)
-        image_ids = {img.get("id") for img in data["images"]}
-        for ann in data.get("annotations", []):
-            where = f"{annotation_file}: annotation id {ann.get('id')}"
-            if ann.get("image_id") not in image_ids:
-                raise DatasetError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
-            if ann.get("category_id") not in label_of:
-                raise DatasetError(f"{where}: category_id {ann.get('category_id')} is not in 'categories'")
+        for k, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                raise DatasetError(f"{annotation_file}: annotation #{k} is not an object")
+            where = f"{annotation_file}: annotation id {ann.get('id')!r:.40}"
+            image_id, category_id = ann.get("image_id"), ann.get("category_id")
+            if not _is_integer(image_id) or int(image_id) not in images:
+                raise DatasetError(f"{where}: image_id {image_id!r:.40} is not in 'images'")
+            if not _is_integer(category_id) or int(category_id) not in label_of:
+                raise DatasetError(f"{where}: category_id {category_id!r:.40} is not in 'categories'")
+            image_id = int(image_id)
             bbox = ann.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-                raise DatasetError(f"{where}: bbox {bbox!r} is not [x, y, width, height]")
-            per_image[ann["image_id"]].append(ann)
+            if not (
+                isinstance(bbox, list)
+                and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+            ):
+                raise DatasetError(f"{where}: bbox {bbox!r:.60} is not [x, y, width, height]")
+            per_image[image_id].append(ann)
 
         self.records = []
-        for img in data["images"]:
-            try:
-                image_id, file_name = int(img["id"]), str(img["file_name"])
-                width, height = int(img["width"]), int(img["height"])
-            except (KeyError, TypeError, ValueError):
-                raise DatasetError(
-                    f"{annotation_file}: image entry {img!r:.120} lacks id/file_name/width/height"
-                ) from None
+        for image_id, (file_name, width, height) in images.items():
             anns = per_image.get(image_id, [])
             xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
             boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # xywh -> xyxy
+            # gridyolo writes VOC's difficult objects as iscrowd=1 + difficult=1 (ignored by other tools)
+            difficult = np.array([bool(a.get("difficult", 0)) for a in anns], dtype=bool)
+            crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool) & ~difficult
             self.records.append(
                 self._make_record(
                     file=os.path.join(image_dir, file_name),
@@ -90,8 +97,9 @@ class CocoReader(DetectionReader):
                     width=width,
                     height=height,
                     boxes=boxes,
-                    labels=np.array([label_of[a["category_id"]] for a in anns], dtype=np.int64),
-                    crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+                    labels=np.array([label_of[int(a["category_id"])] for a in anns], dtype=np.int64),
+                    difficult=difficult,
+                    crowd=crowd,
                     issue_file=os.path.join(image_dir, file_name),
                 )
             )
@@ -122,3 +130,48 @@ class CocoReader(DetectionReader):
         if not os.path.isdir(image_dir):
             raise DatasetError(f"{image_dir}: image folder of split '{split}' not found")
         return cls(os.path.join(ann_dir, f"instances_{split}.json"), image_dir)
+
+
+def _categories(categories: list, path: str) -> list[tuple[int, str]]:
+    """``[(id, name)]`` sorted by id; ids and names must each be unique."""
+    out = []
+    for k, cat in enumerate(categories):
+        cid, name = cat.get("id") if isinstance(cat, dict) else None, cat.get("name") if isinstance(cat, dict) else None
+        if not _is_integer(cid) or not isinstance(name, str) or not name:
+            raise DatasetError(f"{path}: category #{k} {cat!r:.80} needs an integer 'id' and a non-empty 'name'")
+        out.append((int(cid), name))
+    for what, values in (("id", [c for c, _ in out]), ("name", [n for _, n in out])):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise DatasetError(f"{path}: category {what} {', '.join(repeated)} appears more than once")
+    return sorted(out)
+
+
+def _images(images: list, path: str) -> dict[int, tuple[str, int, int]]:
+    """``{image_id: (file_name, width, height)}`` in file order; ids unique, sizes positive."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for k, img in enumerate(images):
+        try:
+            image_id, file_name, width, height = img["id"], img["file_name"], img["width"], img["height"]
+        except (KeyError, TypeError):
+            raise DatasetError(f"{path}: image #{k} {img!r:.100} lacks id/file_name/width/height") from None
+        if not all(_is_integer(v) for v in (image_id, width, height)):
+            raise DatasetError(f"{path}: image #{k} {img!r:.100}: id, width and height must be integers")
+        image_id, width, height = int(image_id), int(width), int(height)
+        if not isinstance(file_name, str) or not file_name:
+            raise DatasetError(f"{path}: image id {image_id}: file_name must be a non-empty string")
+        if width <= 0 or height <= 0:
+            raise DatasetError(f"{path}: image id {image_id} ({file_name}) has size {width}x{height}")
+        if image_id in out:
+            raise DatasetError(
+                f"{path}: image id {image_id} is used twice ({out[image_id][0]} and {file_name}); ids must be unique"
+            )
+        out[image_id] = (file_name, width, height)
+    return out
+
+
+def _is_integer(value) -> bool:
+    """An int, or a float with an integral value (some converters write ``640.0``); never a bool."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 from torch.utils.data import DataLoader
 
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections
+from gridyolo.data.image_check import FATAL, check_images
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.data.transforms import AugmentConfig, EvalTransform, TrainTransform
@@ -27,6 +30,8 @@ class DetectionDataModule(L.LightningDataModule):
         augment: training augmentation (``AugmentConfig``); evaluation never augments.
         batch_size, num_workers: loader settings; ``val_batch_size`` defaults to ``batch_size``.
         seed: seed of the shuffle order and the augmentation stream (both also depend on the epoch).
+        check_images: decode every image once before training (cached by file size and mtime), so a
+            corrupt image or a size that differs from its annotation stops the run before its first step.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class DetectionDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 2,
         seed: int = 0,
+        check_images: bool = True,
     ) -> None:
         super().__init__()
         self.root, self.format, self.classes = root, format, classes
@@ -53,6 +59,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.augment = augment or AugmentConfig()
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
+        self.check_images = check_images
         self.train_reader: DetectionReader | None = None
         self.val_reader: DetectionReader | None = None
 
@@ -60,6 +67,8 @@ class DetectionDataModule(L.LightningDataModule):
         reader = build_reader(root, self.format, split, classes=self.classes)
         if len(reader) == 0:
             raise DatasetError(f"{reader.name}: no usable images in the {role} split '{split}'")
+        if self.check_images:
+            _check_images(reader, role)
         return reader
 
     def prepare_readers(self) -> None:
@@ -112,4 +121,19 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_detections,
             persistent_workers=self.num_workers > 0,
+        )
+
+
+def _check_images(reader: DetectionReader, role: str) -> None:
+    """Stop on images that would stop training later; warn about truncated ones (they decode)."""
+    problems = check_images(reader.records, reader.name, progress=len(reader) >= 2000)
+    fatal = [p for p in problems if p.kind in FATAL]
+    for p in problems:
+        if p.kind not in FATAL:
+            warnings.warn(f"{p.file}: {p.kind}: {p.detail}", stacklevel=2)
+    if fatal:
+        first = "; ".join(f"{p.file}: {p.kind}: {p.detail}" for p in fatal[:3])
+        raise DatasetError(
+            f"{len(fatal)} bad image(s) in the {role} split of {reader.name}: {first}"
+            f"{' ...' if len(fatal) > 3 else ''} (gridyolo data check lists them all)"
         )

@@ -6,6 +6,8 @@ import numpy as np
 
 from gridyolo.data.sample import BoxIssue
 
+ROUNDING_PX = 1e-3
+
 
 def clip_and_filter_boxes(
     boxes: np.ndarray, width: int, height: int, file: str
@@ -19,7 +21,9 @@ def clip_and_filter_boxes(
 
     Returns:
         ``(clipped [K, 4] float32, keep [N] bool, issues)`` where ``issues`` lists every box that was
-        clipped (still kept) or dropped (zero / negative area after clipping, or not finite).
+        clipped (still kept) or dropped (zero / negative area after clipping, or not finite). An
+        overshoot of at most ``ROUNDING_PX`` is float rounding of a normalized format (YOLO txt): it is
+        clipped without an issue.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     issues: list[BoxIssue] = []
@@ -30,7 +34,7 @@ def clip_and_filter_boxes(
     clipped[:, 1::2] = np.clip(safe[:, 1::2], 0.0, float(height))
     area_ok = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     keep = finite & area_ok
-    changed = (clipped != safe).any(axis=1)
+    changed = (np.abs(clipped - safe) > ROUNDING_PX).any(axis=1)
     for i in np.flatnonzero(~keep | changed):
         box = tuple(float(v) for v in boxes[i])
         if not finite[i]:

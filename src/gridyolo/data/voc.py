@@ -43,12 +43,22 @@ class VocReader(DetectionReader):
         parsed = [(root, xml, *_parse_xml(xml)) for root, xml in entries]
         if classes is None:
             classes = sorted({obj[0] for *_, objects in parsed for obj in objects})
+        classes = list(classes)
+        repeated = sorted({n for n in classes if classes.count(n) > 1})
+        if repeated:
+            raise DatasetError(
+                f"{self.name}: class name(s) {', '.join(repeated)} appear more than once in the class list"
+            )
+        self.notes = []
         self.info = DatasetInfo(class_names=tuple(classes), category_ids=tuple(range(1, len(classes) + 1)))
         label_of = {name: i for i, name in enumerate(classes)}
 
         self.records = []
+        odd_suffix, listings = [], {}
         for image_id, (root, xml, size, objects) in enumerate(parsed):
-            file = _image_path(root, xml)
+            file = _image_path(root, xml, listings)
+            if os.path.splitext(file)[1] not in IMAGE_SUFFIXES:
+                odd_suffix.append(file)
             width, height = size if size else read_image_size(file)
             for name, *_ in objects:
                 if name not in label_of:
@@ -65,6 +75,12 @@ class VocReader(DetectionReader):
                     difficult=np.array([obj[2] for obj in objects], dtype=bool),
                     issue_file=xml,
                 )
+            )
+
+        if odd_suffix:
+            self.notes.append(
+                f"{len(odd_suffix)} image(s) have an upper- or mixed-case extension and were read as they are "
+                f"(first: {odd_suffix[0]})"
             )
 
     @staticmethod
@@ -120,9 +136,23 @@ def _parse_xml(path: str) -> tuple[tuple[int, int] | None, list[tuple[str, list[
     return size, objects
 
 
-def _image_path(root: str, xml: str) -> str:
-    """``JPEGImages/{id}.jpg`` as in VOC (other image suffixes accepted); the xml's ``<filename>`` is not
-    trusted, since tools that copy annotations often leave it stale."""
+def _image_path(root: str, xml: str, listings: dict) -> str:
+    """``JPEGImages/{id}.jpg`` as in VOC (other image suffixes, in any case, accepted); the xml's
+    ``<filename>`` is not trusted, since tools that copy annotations often leave it stale."""
     stem = os.path.splitext(os.path.basename(xml))[0]
     candidates = [os.path.join(root, "JPEGImages", stem + suffix) for suffix in IMAGE_SUFFIXES]
-    return next((path for path in candidates if os.path.isfile(path)), candidates[0])
+    found = next((path for path in candidates if os.path.isfile(path)), None)
+    if found is None:  # JPEGImages/x.JPG: one listing of the folder, then a case-insensitive match
+        for name in _listing(os.path.join(root, "JPEGImages"), listings).get(stem, []):
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                return os.path.join(root, "JPEGImages", name)
+    return found or candidates[0]
+
+
+def _listing(folder: str, cache: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """``{stem: [file names]}`` of a folder, listed once per reader (VOC roots hold thousands of images)."""
+    if folder not in cache:
+        cache[folder] = {}
+        for name in sorted(os.listdir(folder)):
+            cache[folder].setdefault(os.path.splitext(name)[0], []).append(name)
+    return cache[folder]

@@ -35,12 +35,13 @@ STAT_NAMES = (
 
 
 def coco_ground_truth(reader: DetectionReader) -> dict:
-    """The ground truth as a COCO json dict.
+    """The ground truth as a COCO json dict, in the dataset's own category ids.
 
-    A COCO dataset is evaluated against its own annotation file, unchanged (its ``area`` fields, which
-    set small / medium / large, are segmentation areas). Other formats are converted: ``area`` is the
-    box area, category ids are ``info.category_ids``, and VOC's difficult objects become ``iscrowd=1``
-    so that COCOeval ignores them (neither missed nor matched), as the VOC devkit does.
+    A COCO dataset is evaluated against its own annotation file (its ``area`` fields, which set small /
+    medium / large, are segmentation areas). Other formats are converted: ``area`` is the box area,
+    category ids are ``info.category_ids``, and VOC's difficult objects are written ``iscrowd=1`` with
+    ``difficult=1``: plain pycocotools then ignores them as crowd regions, and ``evaluate_coco`` matches
+    them by IoU as the VOC devkit does.
     """
     if isinstance(reader, CocoReader):
         with open(reader.annotation_file, encoding="utf-8") as f:
@@ -49,20 +50,21 @@ def coco_ground_truth(reader: DetectionReader) -> dict:
     ids = reader.info.category_ids
     for record in reader.records:
         images.append({"id": record.image_id, "file_name": record.file, "width": record.width, "height": record.height})
-        rows = [(b, lab, bool(d)) for b, lab, d in zip(record.boxes, record.labels, record.difficult)]
-        rows += [(b, lab, True) for b, lab in zip(record.crowd_boxes, record.crowd_labels)]
-        for box, label, ignore in rows:
+        rows = [(b, lab, bool(d), False) for b, lab, d in zip(record.boxes, record.labels, record.difficult)]
+        rows += [(b, lab, False, True) for b, lab in zip(record.crowd_boxes, record.crowd_labels)]
+        for box, label, difficult, crowd in rows:
             x1, y1, x2, y2 = (float(v) for v in box)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": record.image_id,
-                    "category_id": int(ids[int(label)]),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": (x2 - x1) * (y2 - y1),
-                    "iscrowd": int(ignore),
-                }
-            )
+            annotation = {
+                "id": len(annotations) + 1,
+                "image_id": record.image_id,
+                "category_id": int(ids[int(label)]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": int(difficult or crowd),
+            }
+            if difficult:
+                annotation["difficult"] = 1
+            annotations.append(annotation)
     categories = [{"id": int(i), "name": n} for i, n in zip(ids, reader.info.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -98,8 +100,39 @@ def _resolve_backend(backend: str) -> str:
     return "faster_coco_eval"
 
 
+# While evaluating, a difficult object is iscrowd=2: ignored and matchable any number of times like a
+# crowd region (pycocotools and faster-coco-eval test iscrowd for truth), but matched by IoU.
+_DIFFICULT = 2
+
+
+@contextlib.contextmanager
+def _difficult_matched_by_iou(cocoeval_module):
+    """Inside ``cocoeval_module``, ``maskUtils.iou(d, g, iscrowd)`` computes plain IoU for ``iscrowd == 2``
+    and keeps intersection-over-detection-area for real crowds (``iscrowd == 1``)."""
+    real = cocoeval_module.maskUtils
+
+    class _Mask:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def iou(d, g, iscrowd):
+            return real.iou(d, g, [int(c == 1) for c in iscrowd])
+
+    cocoeval_module.maskUtils = _Mask()
+    try:
+        yield
+    finally:
+        cocoeval_module.maskUtils = real
+
+
 def evaluate_coco(ground_truth: dict, results: list[dict], backend: str = "auto") -> dict:
     """COCO bbox metrics of ``results`` against ``ground_truth`` (both COCO json structures).
+
+    Annotations with ``difficult`` set (Pascal VOC) follow the VOC devkit: a detection whose IoU with a
+    difficult object of its class reaches the threshold, and that matches no regular object, is ignored
+    (neither true nor false positive); several detections may fall on one difficult object. Real
+    crowd regions (``iscrowd`` without ``difficult``) keep COCO's rule.
 
     Returns ``map``, ``map50``, ``map75``, ``map_small`` / ``_medium`` / ``_large``, ``mar_1`` / ``_10`` /
     ``_100`` / ``_small`` / ``_medium`` / ``_large`` (COCOeval's 12 stats; -1 where a range has no ground
@@ -113,21 +146,27 @@ def evaluate_coco(ground_truth: dict, results: list[dict], backend: str = "auto"
         stats = dict.fromkeys(STAT_NAMES, 0.0)
         per_class = {names[c]: (0.0 if c in has_gt else -1.0) for c in sorted(names)}
         return {**stats, "per_class": per_class, "backend": backend, "pr50": {}}
+    ground_truth = copy.deepcopy(ground_truth)
+    for annotation in ground_truth["annotations"]:
+        if annotation.get("difficult"):
+            annotation["iscrowd"] = _DIFFICULT
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == "faster_coco_eval":
             from faster_coco_eval import COCO, COCOeval_faster
+            from faster_coco_eval.core import cocoeval as cocoeval_module
 
-            gt = COCO(copy.deepcopy(ground_truth))
+            gt = COCO(ground_truth)
             evaluator = COCOeval_faster(gt, gt.loadRes(copy.deepcopy(results)), "bbox", print_function=lambda *a: None)
         else:
+            from pycocotools import cocoeval as cocoeval_module
             from pycocotools.coco import COCO
-            from pycocotools.cocoeval import COCOeval
 
             gt = COCO()
-            gt.dataset = copy.deepcopy(ground_truth)
+            gt.dataset = ground_truth
             gt.createIndex()
-            evaluator = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
-        evaluator.evaluate()
+            evaluator = cocoeval_module.COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
+        with _difficult_matched_by_iou(cocoeval_module):
+            evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     stats = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats)}

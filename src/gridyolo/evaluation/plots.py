@@ -90,12 +90,14 @@ def plot_label_distribution(records: Sequence[ImageRecord], class_names: Sequenc
 
 
 def plot_training_curves(history: Sequence[Mapping], path: str) -> None:
-    epochs = [h["epoch"] for h in history]
+    """Epoch-mean training loss and validation mAP per epoch (``RunSummary``'s history rows)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(epochs, [h.get("train_loss") for h in history], marker="o")
-    a.set(title="training loss", xlabel="epoch")
+    rows = [h for h in history if h.get("train_loss") is not None]
+    a.plot([h["epoch"] for h in rows], [h["train_loss"] for h in rows], marker="o")
+    a.set(title="training loss (epoch mean)", xlabel="epoch")
     for key in ("map", "map50"):
-        b.plot(epochs, [h.get(key) for h in history], marker="o", label=key)
+        rows = [h for h in history if h.get(key) is not None]
+        b.plot([h["epoch"] for h in rows], [h[key] for h in rows], marker="o", label=key)
     b.set(title="validation mAP", xlabel="epoch", ylim=(0, 1))
     b.legend()
     _save(fig, path)

@@ -6,13 +6,16 @@ import json
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from gridyolo.checkpoint import ModelMeta, detector_from_checkpoint
 from gridyolo.data.base import DetectionReader
+from gridyolo.data.coco import CocoReader
 from gridyolo.data.dataset import DetectionDataset, collate_detections
 from gridyolo.data.readers import build_reader
+from gridyolo.data.sample import DatasetInfo
 from gridyolo.data.transforms import EvalTransform
 from gridyolo.decode import decode_targets_batch
 from gridyolo.errors import GridyoloError
@@ -52,13 +55,109 @@ def predict_reader(
     return predictions
 
 
-def check_classes(reader: DetectionReader, meta: ModelMeta, weights: str) -> None:
-    data_names = list(reader.info.class_names)
-    if data_names != list(meta.class_names):
+def label_mapping(model_names: Sequence[str], info: DatasetInfo, source: str) -> np.ndarray:
+    """``int64 [C]``: the dataset's contiguous label of each model label, matched by class name.
+
+    The model and the dataset must have the same set of class names (in any order), each once;
+    otherwise a one-line ``GridyoloError`` says which names differ.
+    """
+    data_names = list(info.class_names)
+    for names, what in ((list(model_names), source), (data_names, "the dataset")):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise GridyoloError(f"{what} names class(es) {', '.join(repeated)} more than once")
+    missing = [n for n in model_names if n not in data_names]
+    extra = [n for n in data_names if n not in model_names]
+    if missing or extra:
+        parts = [f"only the model has: {', '.join(missing[:8])}" if missing else "",
+                 f"only the data has: {', '.join(extra[:8])}" if extra else ""]  # fmt: skip
         raise GridyoloError(
-            f"{weights}: the checkpoint has {meta.num_classes} classes but {reader.name} has {len(data_names)}"
-            + ("" if len(data_names) != meta.num_classes else " (same count, different names or order)")
+            f"{source}: its {len(model_names)} classes do not match the dataset's {len(data_names)}"
+            f" ({'; '.join(p for p in parts if p)})"
         )
+    return np.array([data_names.index(n) for n in model_names], dtype=np.int64)
+
+
+def remap_labels(predictions: dict[int, dict], mapping: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+    """``predictions`` with every label ``l`` replaced by ``mapping[l]`` (numpy arrays)."""
+    out = {}
+    for image_id, det in predictions.items():
+        labels = np.asarray(det["labels"], dtype=np.int64).reshape(-1)
+        out[image_id] = {
+            "boxes": np.asarray(det["boxes"], dtype=np.float64).reshape(-1, 4),
+            "scores": np.asarray(det["scores"], dtype=np.float64).reshape(-1),
+            "labels": mapping[labels] if labels.size else labels,
+        }
+    return out
+
+
+def score_detections(
+    reader: DetectionReader,
+    predictions: dict[int, dict],
+    results: list[dict] | None = None,
+    backend: str = "auto",
+    save_json: str | None = None,
+    plots_dir: str | None = None,
+) -> dict:
+    """COCO metrics (and, for data with VOC semantics, VOC07 11-point and area AP@0.5) of detections.
+
+    Args:
+        reader: the evaluated split; its ground truth and category ids are the reference.
+        predictions: ``{image_id: {boxes xyxy original px, scores, labels}}`` in the *dataset's* labels.
+        results: the COCO results list, when the caller has it verbatim (a results file); built from
+            ``predictions`` with the dataset's category ids otherwise.
+        save_json: also write the results json (and, for VOC / YOLO data, the ground truth ``_gt.json``).
+        plots_dir: also write ``pr_curves.png`` and ``confusion_matrix.png`` there.
+    """
+    ground_truth = coco_ground_truth(reader)
+    if results is None:
+        results = coco_results(predictions, reader.info.category_ids)
+    metrics = evaluate_coco(ground_truth, results, backend=backend)
+    metrics["images"] = len(reader.records)
+    metrics["detections"] = len(results)
+    if not isinstance(reader, CocoReader):
+        names = reader.info.class_names
+        voc07 = voc_ap(reader.records, predictions, names, use_07_metric=True)
+        area = voc_ap(reader.records, predictions, names, use_07_metric=False)
+        metrics.update(voc07_map50=voc07["map"], voc_map50=area["map"], voc07_per_class=voc07["per_class"])
+    if save_json:
+        write_json(save_json, results)
+        metrics["results_json"] = save_json
+        if not isinstance(reader, CocoReader):  # so anyone can re-run pycocotools on the pair
+            gt_path = os.path.splitext(save_json)[0] + "_gt.json"
+            write_json(gt_path, ground_truth)
+            metrics["ground_truth_json"] = gt_path
+    if plots_dir:
+        from gridyolo.evaluation import plots
+
+        plots.plot_pr_curves(metrics["pr50"], os.path.join(plots_dir, "pr_curves.png"))
+        matrix = plots.confusion_matrix(reader.records, predictions, reader.info.num_classes)
+        plots.plot_confusion_matrix(matrix, reader.info.class_names, os.path.join(plots_dir, "confusion_matrix.png"))
+        metrics["plots"] = plots_dir
+    return metrics
+
+
+def write_json(path: str, data) -> None:
+    """Atomic json write (temp file + rename) into an existing or new folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def check_outputs_free(save_json: str | None, plots_dir: str | None, exist_ok: bool) -> None:
+    """Refuse to overwrite a results json, its ``_gt.json`` or a non-empty plots folder (unless ``exist_ok``)."""
+    if exist_ok:
+        return
+    if save_json:
+        for path in (save_json, os.path.splitext(save_json)[0] + "_gt.json"):
+            if os.path.exists(path):
+                raise GridyoloError(f"{path}: exists; choose another --save-json or pass --exist-ok to overwrite")
+    if plots_dir and os.path.isdir(plots_dir) and os.listdir(plots_dir):
+        raise GridyoloError(f"{plots_dir}: folder is not empty; choose another --plots or pass --exist-ok")
+    if plots_dir and os.path.exists(plots_dir) and not os.path.isdir(plots_dir):
+        raise GridyoloError(f"{plots_dir}: exists and is not a folder")
 
 
 def evaluate_checkpoint(
@@ -73,28 +172,40 @@ def evaluate_checkpoint(
     backend: str = "auto",
     save_json: str | None = None,
     device: str = "cpu",
+    plots_dir: str | None = None,
+    exist_ok: bool = False,
 ) -> dict:
-    """COCO metrics (and, for VOC data, VOC07 11-point and area AP@0.5) of a checkpoint on a split."""
+    """Metrics of a checkpoint on a split of any format (see ``score_detections``).
+
+    The model's labels are matched to the dataset's by class name, so a model trained on COCO json,
+    VOC xml or YOLO txt scores the same on the same images in any of the three formats.
+    """
+    check_outputs_free(save_json, plots_dir, exist_ok)
     model, meta = detector_from_checkpoint(weights)
     reader = build_reader(root, format, split, classes=meta.class_names)
-    check_classes(reader, meta, weights)
+    mapping = label_mapping(meta.class_names, reader.info, weights)
     predictions = predict_reader(model, meta, reader, batch_size, conf_threshold, iou_threshold, max_detections, device)
-    ground_truth = coco_ground_truth(reader)
-    results = coco_results(predictions, meta.category_ids)
-    metrics = evaluate_coco(ground_truth, results, backend=backend)
-    metrics["images"] = len(predictions)
-    if format == "voc":
-        voc07 = voc_ap(reader.records, predictions, meta.class_names, use_07_metric=True)
-        area = voc_ap(reader.records, predictions, meta.class_names, use_07_metric=False)
-        metrics.update(voc07_map50=voc07["map"], voc_map50=area["map"], voc07_per_class=voc07["per_class"])
-    if save_json:
-        os.makedirs(os.path.dirname(os.path.abspath(save_json)), exist_ok=True)
-        with open(save_json, "w", encoding="utf-8") as f:
-            json.dump(results, f)
-        metrics["results_json"] = save_json
-        if format != "coco":  # so anyone can re-run pycocotools on the pair
-            gt_path = os.path.splitext(save_json)[0] + "_gt.json"
-            with open(gt_path, "w", encoding="utf-8") as f:
-                json.dump(ground_truth, f)
-            metrics["ground_truth_json"] = gt_path
+    return score_detections(reader, remap_labels(predictions, mapping), None, backend, save_json, plots_dir)
+
+
+def evaluate_predictions_file(
+    predictions_path: str,
+    root: str | Sequence[str],
+    format: str,
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    backend: str = "auto",
+    save_json: str | None = None,
+    plots_dir: str | None = None,
+    exist_ok: bool = False,
+) -> dict:
+    """Metrics of another detector's output: a COCO results json or a folder of YOLO txt predictions
+    (``gridyolo.evaluation.predictions``), against a split of any format. ``classes``: VOC class list."""
+    from gridyolo.evaluation.predictions import load_predictions
+
+    check_outputs_free(save_json, plots_dir, exist_ok)
+    reader = build_reader(root, format, split, classes=classes)
+    results, predictions, notes = load_predictions(predictions_path, reader)
+    metrics = score_detections(reader, predictions, results, backend, save_json, plots_dir)
+    metrics["notes"] = notes
     return metrics

@@ -1,0 +1,139 @@
+"""Decode every image of a dataset once and say which ones would break training.
+
+Findings, per file: ``unreadable`` (missing, not a regular file, or no permission), ``corrupt`` (the
+decoder gives up), ``truncated`` (a JPEG without its end marker or a PNG without its IEND chunk:
+OpenCV decodes those with a grey tail, silently), ``size_mismatch`` (the decoded size differs from the
+annotated one). Results are cached per image, keyed by path, size and mtime, so a second check of a
+large dataset only stats its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from gridyolo.cache import cache_dir
+from gridyolo.data.sample import ImageRecord
+
+FATAL = ("unreadable", "corrupt", "size_mismatch")  # training would stop on these; "truncated" only warns
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    file: str
+    kind: str  # unreadable | corrupt | truncated | size_mismatch
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def inspect_image(path: str) -> tuple[int, int, str, str]:
+    """``(width, height, kind, detail)`` of one image file; ``kind`` is ``""`` when it decodes cleanly."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return 0, 0, "unreadable", exc.strerror or exc.__class__.__name__
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        return 0, 0, "corrupt", "cannot be decoded" if data else "empty file"
+    height, width = image.shape[:2]
+    end = data.rstrip(b"\x00\r\n ")[-12:]  # some writers pad after the end marker
+    if data[:2] == b"\xff\xd8" and not end.endswith(b"\xff\xd9"):
+        return width, height, "truncated", "JPEG without its end marker (decoded with a grey tail)"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in end:
+        return width, height, "truncated", "PNG without its IEND chunk"
+    return width, height, "", ""
+
+
+def _stat_key(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _cache_file(name: str) -> str:
+    digest = hashlib.sha1(os.path.abspath(name).encode()).hexdigest()[:16]
+    return str(cache_dir() / "image_check" / f"{digest}.json")
+
+
+def _load_cache(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            cache = json.load(f)
+        return cache["images"] if cache.get("version") == _CACHE_VERSION else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # no cache, or a damaged one: check everything again
+
+
+def _save_cache(path: str, images: dict) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"version": _CACHE_VERSION, "images": images}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+
+
+def check_images(
+    records: Sequence[ImageRecord],
+    name: str = "dataset",
+    workers: int | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> list[ImageProblem]:
+    """Decode every record's image (in parallel threads; OpenCV releases the GIL) and list the problems.
+
+    Args:
+        records: the images, with the sizes their annotations give.
+        name: the dataset's name (annotation file or roots); names its cache file.
+        workers: decoding threads (default: the CPU count).
+        use_cache: reuse results of files whose size and mtime have not changed.
+        progress: show a progress bar on stderr.
+    """
+    cache_path = _cache_file(name)
+    cache = _load_cache(cache_path) if use_cache else {}
+    keys = {r.file: _stat_key(r.file) for r in records}
+    fresh = {f: cache[f][1] for f, key in keys.items() if key is not None and (cache.get(f) or [None])[0] == key}
+    todo = sorted(f for f, key in keys.items() if key is not None and f not in fresh)
+    results = dict(fresh)
+    if todo:
+        from tqdm import tqdm
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            bar = tqdm(total=len(todo), unit="img", desc="checking images", disable=not progress, file=sys.stderr)
+            for file, result in zip(todo, pool.map(inspect_image, todo)):
+                results[file] = list(result)
+                bar.update()
+            bar.close()
+    if use_cache:
+        _save_cache(cache_path, {f: [keys[f], results[f]] for f in results})
+    problems = []
+    for record in records:
+        if record.file not in results:
+            problems.append(ImageProblem(record.file, "unreadable", "file not found"))
+            continue
+        width, height, kind, detail = results[record.file]
+        if kind:
+            problems.append(ImageProblem(record.file, kind, detail))
+        if kind not in ("unreadable", "corrupt") and (width, height) != (record.width, record.height):
+            problems.append(
+                ImageProblem(
+                    record.file, "size_mismatch", f"image is {width}x{height}, annotated {record.width}x{record.height}"
+                )
+            )
+    return problems
