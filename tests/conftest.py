@@ -120,3 +120,28 @@ def copy_voc_subset(src: Path, dest: Path, ids: list[str]) -> Path:
 def _onnx_cache(tmp_path_factory):
     """detect caches ONNX exports under $GRIDYOLO_CACHE; tests keep them out of the home directory."""
     os.environ["GRIDYOLO_CACHE"] = str(tmp_path_factory.mktemp("gridyolo_cache"))
+
+
+@pytest.fixture(scope="session")
+def overfit_run(bccd_root, tmp_path_factory):
+    """One real training run shared by tests: Lite0 (ImageNet) fitted for 60 epochs on 4 bccd images.
+
+    Returns ``{"root": the VOC root of the 4 images, "run": the run directory, "weights": best.ckpt}``.
+    """
+    from gridyolo.cli import main
+    from train_helpers import tiny_bccd, tiny_config
+
+    tmp = tmp_path_factory.mktemp("overfit")
+    root = tiny_bccd(tmp / "bccd", count=4, start=10)
+    config = tiny_config(
+        tmp / "overfit.yaml", root,
+        trainer__max_epochs=60, trainer__check_val_every_n_epoch=60,
+        model__backbone="efficientnet_lite0", model__weights="imagenet", model__grid_size=7,
+        model__head_channels=128, model__optimizer="adamw", model__lr=0.002, model__warmup_epochs=2,
+        model__ema_decay=None,
+        data__input_size=224, data__resize_mode="stretch", data__batch_size=4,
+        data__augment={"scale": 0.0, "translate": 0.0, "flip": 0.0, "hue": 0.0, "saturation": 1.0, "exposure": 1.0},
+    )  # fmt: skip
+    assert main(["train", "--config", str(config), "--project", str(tmp / "runs")]) == 0
+    run = tmp / "runs" / "exp"
+    return {"root": root, "run": run, "weights": run / "weights" / "best.ckpt"}

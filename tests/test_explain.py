@@ -31,11 +31,15 @@ def test_explain_writes_every_view(tmp_path, bccd_root, capsys):
 def test_unknown_layer_and_bad_labels_are_one_line(tmp_path, bccd_root, capsys):
     ckpt = write_checkpoint(tmp_path / "m.ckpt", ["RBC", "WBC", "Platelets"])
     image = str(bccd_root / "JPEGImages" / "BloodImage_00000.jpg")
-    assert main(["explain", "--weights", str(ckpt), "--image", image, "--layers", "nope", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["explain", "--weights", str(ckpt), "--image", image, "--layers", "nope", "--out", str(tmp_path / "o1")])
+        == 2
+    )
     bad = tmp_path / "bad.txt"
     bad.write_text("1 0.5 0.5\n")
     assert (
-        main(["explain", "--weights", str(ckpt), "--image", image, "--labels", str(bad), "--out", str(tmp_path)]) == 2
+        main(["explain", "--weights", str(ckpt), "--image", image, "--labels", str(bad), "--out", str(tmp_path / "o2")])
+        == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("gridyolo: error: unknown layer(s) nope; e.g. backbone.layers.")

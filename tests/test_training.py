@@ -208,7 +208,9 @@ def test_class_count_mismatch_on_resume_and_eval(tiny_root, tmp_path, capsys, co
     _one_line_error(capsys, r"checkpoint has 3 classes .* but the data has 4")
     assert main(["eval", "--weights", str(last), "--data", str(coco128_root), "--format", "coco",
                  "--split", "train2017"]) == 2  # fmt: skip
-    _one_line_error(capsys, r"its 3 classes do not match the dataset's 80 \(only the model has: RBC, WBC, Platelets; only the data")
+    _one_line_error(
+        capsys, r"its 3 classes do not match the dataset's 80 \(only the model has: RBC, WBC, Platelets; only the data"
+    )
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, capsys, monkeypatch):

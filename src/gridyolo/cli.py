@@ -122,6 +122,10 @@ def _export(args: argparse.Namespace) -> int:
         raise GridyoloError("export needs --weights CKPT (or --info FILE)")
     suffix = ".torchscript" if args.format == "torchscript" else ".onnx"
     out = args.out or str(os.path.splitext(args.weights)[0]) + suffix
+    if os.path.isdir(out):
+        raise GridyoloError(f"{out}: is a folder; --out names the exported file")
+    if os.path.lexists(out) and not args.exist_ok:
+        raise GridyoloError(f"{out}: exists; choose another --out or pass --exist-ok to overwrite it")
     if args.format == "torchscript":
         info = export_torchscript(args.weights, out, args.img_size)
     else:
@@ -135,6 +139,11 @@ def _explain(args: argparse.Namespace) -> int:
     from gridyolo.runs import new_run_dir
 
     layers = [n for n in args.layers.split(",") if n] if args.layers else None
+    if args.out and os.path.exists(args.out):
+        if not os.path.isdir(args.out):
+            raise GridyoloError(f"{args.out}: exists and is not a folder")
+        if os.listdir(args.out) and not args.exist_ok:
+            raise GridyoloError(f"{args.out}: folder is not empty; choose another --out or pass --exist-ok")
     out = args.out or str(new_run_dir("runs/explain", "exp"))
     for path in explain(args.weights, args.image, out, args.labels, layers):
         print(f"wrote {path}")
@@ -235,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--img-size", type=int, default=None, help="model input size (default: the training size)")
     export.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     export.add_argument("--info", default=None, metavar="FILE", help="print the metadata of an exported file")
+    export.add_argument("--exist-ok", action="store_true", help="overwrite an existing --out file")
     export.set_defaults(func=_export)
 
     why = commands.add_parser("explain", help="the grid made visible: cells, confidence, classes, boxes, features")
@@ -243,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("--labels", default=None, help="YOLO txt labels of the image (class cx cy w h, normalized)")
     why.add_argument("--layers", default=None, help="comma-separated module names for feature maps")
     why.add_argument("--out", default=None, help="output directory (default: a new runs/explain/expN)")
+    why.add_argument("--exist-ok", action="store_true", help="write into a non-empty --out folder")
     why.set_defaults(func=_explain)
 
     demo = commands.add_parser("demo", help="synthetic data -> train -> evaluate -> draw, on the CPU (make demo)")
