@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import lightning as L
 from torch.utils.data import DataLoader
 
@@ -125,12 +123,8 @@ class DetectionDataModule(L.LightningDataModule):
 
 
 def _check_images(reader: DetectionReader, role: str) -> None:
-    """Stop on images that would stop training later; warn about truncated ones (they decode)."""
-    problems = check_images(reader.records, reader.name, progress=len(reader) >= 2000)
-    fatal = [p for p in problems if p.kind in FATAL]
-    for p in problems:
-        if p.kind not in FATAL:
-            warnings.warn(f"{p.file}: {p.kind}: {p.detail}", stacklevel=2)
+    """Stop on images that would stop training later, or silently feed it a grey tail."""
+    fatal = [p for p in check_images(reader.records, reader.name, progress=len(reader) >= 2000) if p.kind in FATAL]
     if fatal:
         first = "; ".join(f"{p.file}: {p.kind}: {p.detail}" for p in fatal[:3])
         raise DatasetError(

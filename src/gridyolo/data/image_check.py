@@ -1,10 +1,12 @@
 """Decode every image of a dataset once and say which ones would break training.
 
-Findings, per file: ``unreadable`` (missing, not a regular file, or no permission), ``corrupt`` (the
-decoder gives up), ``truncated`` (a JPEG without its end marker or a PNG without its IEND chunk:
-OpenCV decodes those with a grey tail, silently), ``size_mismatch`` (the decoded size differs from the
-annotated one). Results are cached per image, keyed by path, size and mtime, so a second check of a
-large dataset only stats its files.
+Findings, per file: ``unreadable`` (missing, or no permission), ``truncated`` (a JPEG without its end
+marker or a PNG without its IEND chunk: OpenCV 5 refuses them, OpenCV 4 decodes them with a grey
+tail, silently), ``corrupt`` (the decoder gives up on a complete file), ``size_mismatch`` (the decoded
+size differs from the annotated one). Each of them stops training before its first step.
+
+Results are cached per image, keyed by path, size and mtime, so a second check of a large dataset
+only stats its files.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from gridyolo.cache import cache_dir
 from gridyolo.data.sample import ImageRecord
 
-FATAL = ("unreadable", "corrupt", "size_mismatch")  # training would stop on these; "truncated" only warns
+FATAL = ("unreadable", "truncated", "corrupt", "size_mismatch")
 _CACHE_VERSION = 1
 
 
@@ -45,14 +47,14 @@ def inspect_image(path: str) -> tuple[int, int, str, str]:
     except OSError as exc:
         return 0, 0, "unreadable", exc.strerror or exc.__class__.__name__
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if image is None:
-        return 0, 0, "corrupt", "cannot be decoded" if data else "empty file"
-    height, width = image.shape[:2]
+    height, width = image.shape[:2] if image is not None else (0, 0)
     end = data.rstrip(b"\x00\r\n ")[-12:]  # some writers pad after the end marker
     if data[:2] == b"\xff\xd8" and not end.endswith(b"\xff\xd9"):
-        return width, height, "truncated", "JPEG without its end marker (decoded with a grey tail)"
+        return width, height, "truncated", "JPEG without its end marker (the file was cut short)"
     if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in end:
-        return width, height, "truncated", "PNG without its IEND chunk"
+        return width, height, "truncated", "PNG without its IEND chunk (the file was cut short)"
+    if image is None:
+        return 0, 0, "corrupt", "cannot be decoded" if data else "empty file"
     return width, height, "", ""
 
 
@@ -130,7 +132,7 @@ def check_images(
         width, height, kind, detail = results[record.file]
         if kind:
             problems.append(ImageProblem(record.file, kind, detail))
-        if kind not in ("unreadable", "corrupt") and (width, height) != (record.width, record.height):
+        if width and (width, height) != (record.width, record.height):
             problems.append(
                 ImageProblem(
                     record.file, "size_mismatch", f"image is {width}x{height}, annotated {record.width}x{record.height}"
