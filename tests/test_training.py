@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from unittest.mock import MagicMock
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,6 +178,54 @@ def test_resume_gives_the_same_weights_and_metrics(tiny_root, tmp_path, monkeypa
     a = json.loads((tmp_path / "runs" / "straight" / "metrics.json").read_text())
     b = json.loads((tmp_path / "runs" / "resumed" / "metrics.json").read_text())
     assert a["map"] == b["map"] and a["per_class"] == b["per_class"]
+    # the record continues across the resume: the same history, the same best score and best.ckpt
+    assert [h["epoch"] for h in b["history"]] == [0, 1] and b["history"] == a["history"]
+    assert a["best_map"] == b["best_map"] == pytest.approx(max(h["map"] for h in a["history"]), abs=1e-7)
+    best = torch.load(tmp_path / "runs" / "resumed" / "weights" / "best.ckpt", weights_only=False)
+    assert best["epoch"] == int(np.argmax([h["map"] for h in a["history"]]))
+
+
+def _csv_by_epoch(path) -> dict[int, dict[str, float]]:
+    rows: dict[int, dict[str, float]] = {}
+    for row in csv.DictReader(path.open()):
+        rows.setdefault(int(row["epoch"]), {}).update({k: float(v) for k, v in row.items() if v and k != "epoch"})
+    return rows
+
+
+def test_history_agrees_with_metrics_csv_epoch_by_epoch(tiny_root, tmp_path):
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, trainer__max_epochs=3)
+    assert _train(tmp_path, config, "--name", "run") == 0
+    run = tmp_path / "runs" / "run"
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    csv_rows = _csv_by_epoch(run / "metrics.csv")
+    assert [h["epoch"] for h in history] == [0, 1, 2] == sorted(csv_rows)  # the last validation included
+    for h in history:
+        row = csv_rows[h["epoch"]]
+        assert h["map"] == pytest.approx(row["val/map"], abs=1e-6) and h["map50"] == pytest.approx(row["val/map50"])
+        assert h["train_loss"] == pytest.approx(row["train/loss"], rel=1e-6)
+        steps = [v for k, v in row.items() if k == "loss"]
+        assert steps  # per-step losses are logged too; the history holds the epoch mean
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["map"] == history[-1]["map"]  # the final metrics are the last epoch's
+
+
+def test_best_checkpoint_keeps_the_best_score_across_a_resume(tmp_path):
+    from gridyolo.runs import BestCheckpoint
+
+    old = tmp_path / "old" / "weights"
+    old.mkdir(parents=True)
+    (old / "best.ckpt").write_bytes(b"best weights of epoch 3")
+    callback = BestCheckpoint(dirpath=tmp_path / "new" / "weights", filename="best", monitor="val/map", mode="max")
+    state = {"dirpath": str(old), "best_model_path": str(old / "best.ckpt"), "best_model_score": torch.tensor(0.5),
+             "kth_best_model_path": str(old / "best.ckpt"), "kth_value": torch.tensor(0.5),
+             "best_k_models": {str(old / "best.ckpt"): torch.tensor(0.5)}, "last_model_path": ""}  # fmt: skip
+    callback.load_state_dict(state)
+    copied = tmp_path / "new" / "weights" / "best.ckpt"
+    assert copied.read_bytes() == b"best weights of epoch 3" and callback.best_model_path == str(copied)
+    trainer = MagicMock()
+    trainer.strategy.reduce_boolean_decision = lambda decision, all=True: decision
+    assert not callback.check_monitor_top_k(trainer, torch.tensor(0.3))  # a worse epoch after the resume
+    assert callback.check_monitor_top_k(trainer, torch.tensor(0.6))
 
 
 def _one_line_error(capsys, pattern):
