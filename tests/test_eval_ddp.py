@@ -68,7 +68,7 @@ def test_eval_equals_pycocotools_on_saved_json(ddp_run, capsys, tmp_path):
     saved = tmp_path / "out" / "predictions.json"
     for backend in ("pycocotools", "faster_coco_eval"):
         metrics = _eval_json(capsys, "--weights", weights, "--data", str(root), "--format", "voc", "--split", "train",
-                             "--save-json", str(saved), "--backend", backend)  # fmt: skip
+                             "--save-json", str(saved), "--backend", backend, "--exist-ok")  # fmt: skip
         assert metrics["backend"] == backend
         stats = _pycocotools(tmp_path / "out" / "predictions_gt.json", saved)
         # pycocotools: bit-identical; faster-coco-eval sums in another order (C++): within an ULP or two
