@@ -89,8 +89,8 @@ def test_export_bad_inputs_are_one_line(tmp_path, capsys):
     assert main(["export", "--info", str(not_ts)]) == 2
     assert main(["export", "--weights", str(tmp_path / "missing.ckpt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"gridyolo: error: {not_ts}: not a TorchScript file (RuntimeError)",
-                   f"gridyolo: error: {tmp_path / 'missing.ckpt'}: checkpoint not found"]  # fmt: skip
+    assert err == [f"gridyolo: error: {not_ts}: not a weights file (a training checkpoint, a TorchScript or an ONNX file)",
+                   f"gridyolo: error: {tmp_path / 'missing.ckpt'}: weights file not found"]  # fmt: skip
 
 
 def test_onnx_runtime_matches_torch(exported, tmp_path):

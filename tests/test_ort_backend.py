@@ -109,11 +109,15 @@ def test_mismatch_or_failed_export_falls_back_to_torch(checkpoint, tmp_path, mon
 @pytest.mark.parametrize(
     ("make", "backend", "message"),
     [("garbage", "auto", "not an ONNX model onnxruntime can load"),
+     ("text", "auto", "not a weights file (a training checkpoint, a TorchScript or an ONNX file)"),
      ("torchscript", "onnxruntime", "a TorchScript file runs with torch"),
      ("onnx", "torch", "an ONNX file runs with --backend onnxruntime")],
 )  # fmt: skip
 def test_bad_weights_and_backends_are_one_line_errors(checkpoint, images, tmp_path, capsys, make, backend, message):
     if make == "garbage":
+        weights = tmp_path / "model.onnx"
+        weights.write_bytes(b"\x08\x07 starts like an ONNX protobuf, is not one")
+    elif make == "text":
         weights = tmp_path / "model.onnx"
         weights.write_bytes(b"not a protobuf")
     elif make == "torchscript":

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
+import pickle
+import re
+import zipfile
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from gridyolo import __version__
 from gridyolo.errors import GridyoloError
+from gridyolo.inputs import require_regular_file
 from gridyolo.models import Detector, build_detector
 
 
@@ -36,25 +41,88 @@ class ModelMeta:
         return asdict(self)
 
 
-def load_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise GridyoloError(f"{path}: checkpoint not found")
+def weights_format(path: str) -> str:
+    """``checkpoint``, ``torchscript`` or ``onnx``, told by the file's content, never by its name.
+
+    A training checkpoint is a ``torch.save`` zip archive (or a legacy pickle stream); a TorchScript
+    archive is a zip with a ``code/`` folder; an ONNX model is a protobuf ``ModelProto`` whose first
+    field is ``ir_version`` (byte 0x08).
+    """
+    require_regular_file(path, "weights file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            raise GridyoloError(f"{path}: a damaged zip archive, not a readable weights file") from None
+        return "torchscript" if any("/code/" in name for name in names) else "checkpoint"
+    if head[:1] == b"\x80":  # pickle protocol 2+: torch.save's legacy format
+        return "checkpoint"
+    if head[:1] == b"\x08":
+        return "onnx"
+    raise GridyoloError(f"{path}: not a weights file (a training checkpoint, a TorchScript or an ONNX file)")
+
+
+def safe_torch_load(path: str) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and plain containers only.
+
+    A pickle can name any Python callable and the unpickler would call it; a weights file never needs
+    one, so anything outside torch's weights-only allowlist (plus ``SAFE_GLOBALS``) is refused with one
+    line that names it, and nothing in the file runs.
+    """
+    require_regular_file(path, "checkpoint")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or not a checkpoint
+        with _allowlisted():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it names the Python callable {found.group(1)}" if found else "it holds Python objects"
+        raise GridyoloError(
+            f"{path}: refused: {what}, which a weights file never needs; gridyolo loads weights with "
+            "weights_only=True and never runs code from them"
+        ) from None
+    except Exception as exc:  # truncated, not a torch file, ...
         raise GridyoloError(f"{path}: cannot read checkpoint ({exc.__class__.__name__})") from None
-    if not isinstance(checkpoint, dict) or "gridyolo" not in checkpoint:
+
+
+# What gridyolo and Lightning checkpoints hold beyond torch's own weights-only set (tensors, dtypes,
+# OrderedDict, primitives): nothing today. A type added here must be plain data, never a callable.
+SAFE_GLOBALS: list[type] = []
+
+
+def _allowlisted():
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    return safe_globals(SAFE_GLOBALS) if safe_globals is not None else contextlib.nullcontext()
+
+
+def load_checkpoint(path: str) -> dict:
+    """A gridyolo training checkpoint as a dict (loaded safely; see ``safe_torch_load``)."""
+    if weights_format(path) != "checkpoint":
+        raise GridyoloError(f"{path}: an exported model, not a training checkpoint")
+    checkpoint = safe_torch_load(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("gridyolo"), dict):
         raise GridyoloError(f"{path}: not a gridyolo checkpoint (no 'gridyolo' metadata)")
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise GridyoloError(f"{path}: not a gridyolo checkpoint (no state_dict of tensors)")
     return checkpoint
 
 
 def detector_from_checkpoint(path: str, use_ema: bool = True) -> tuple[Detector, ModelMeta]:
     """Rebuild the Detector of a training checkpoint (EMA weights when present) in eval mode."""
     checkpoint = load_checkpoint(path)
-    meta = ModelMeta(**checkpoint["gridyolo"])
+    try:
+        meta = ModelMeta(**checkpoint["gridyolo"])
+    except TypeError as exc:
+        raise GridyoloError(f"{path}: malformed gridyolo metadata ({exc})") from None
     model = build_detector(meta.backbone, meta.num_classes, meta.grid_size, meta.num_boxes, None, meta.head_channels)
     state = checkpoint["state_dict"]
     prefix = "ema.module." if use_ema and any(k.startswith("ema.module.") for k in state) else "model."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise GridyoloError(f"{path}: weights do not fit the model its metadata describes ({str(exc)[:200]})") from None
     return model.eval(), meta

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from gridyolo import __version__
-from gridyolo.errors import GridyoloError
+from gridyolo.errors import GridyoloError, one_line
+from gridyolo.inputs import positive_int, unit_interval
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -41,9 +42,11 @@ def _data_convert(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from gridyolo.models import build_detector
+    from gridyolo.inputs import check_input_size
+    from gridyolo.models import backbone_stride, build_detector
     from gridyolo.summary import format_summary, model_summary
 
+    check_input_size(args.img_size, backbone_stride(args.backbone))
     model = build_detector(args.backbone, num_classes=args.classes, grid_size=args.grid, num_boxes=args.boxes)
     summary = model_summary(model, args.img_size)
     print(json.dumps(summary) if args.json else format_summary(summary))
@@ -174,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--no-decode", action="store_true", help="skip decoding every image (annotations only)")
     check.add_argument("--no-cache", action="store_true", help="decode every image again, ignoring the cache")
-    check.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
+    check.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: CPU count)")
     check.set_defaults(func=_data_check)
 
     convert = data.add_parser("convert", help="write a dataset split as COCO json, Pascal VOC or YOLO txt")
@@ -202,12 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, nargs="+", help="dataset root (VOC: several roots concatenate)")
     evaluate.add_argument("--format", required=True, choices=("coco", "voc", "yolo"))
     evaluate.add_argument("--split", default=None)
-    evaluate.add_argument("--batch", type=int, default=16)
-    evaluate.add_argument("--conf", type=float, default=0.001, help="score threshold (low for mAP)")
-    evaluate.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
-    evaluate.add_argument("--max-det", type=int, default=100)
+    evaluate.add_argument("--batch", type=positive_int, default=16)
+    evaluate.add_argument("--conf", type=unit_interval, default=0.001, help="score threshold (low for mAP)")
+    evaluate.add_argument("--iou", type=unit_interval, default=0.5, help="NMS IoU threshold")
+    evaluate.add_argument("--max-det", type=positive_int, default=100)
     evaluate.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster_coco_eval"))
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--save-json", default=None, help="write the COCO results json (and a _gt.json for non-COCO)")
     evaluate.add_argument("--plots", default=None, metavar="DIR", help="write PR curves and the confusion matrix")
     evaluate.add_argument("--classes", default=None, help="VOC with --predictions: comma-separated class list")
@@ -219,20 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--weights", required=True, help="checkpoint (.ckpt), or an exported TorchScript or .onnx file")
     detect.add_argument("--source", required=True, help="image, directory, glob, video, webcam index (0) or URL")
     detect.add_argument("--out", default=None, help="output directory (default: a new runs/detect/expN)")
-    detect.add_argument("--conf", type=float, default=0.25, help="score threshold")
-    detect.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
-    detect.add_argument("--img-size", type=int, default=None, help="model input size (default: the training size)")
-    detect.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    detect.add_argument("--conf", type=unit_interval, default=0.25, help="score threshold")
+    detect.add_argument("--iou", type=unit_interval, default=0.45, help="NMS IoU threshold")
+    detect.add_argument("--img-size", type=positive_int, default=None, help="model input size (default: training size)")
+    detect.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     detect.add_argument(
         "--backend",
         default="auto",
         choices=("auto", "torch", "onnxruntime"),
         help="what runs the model; auto: ONNX Runtime on the CPU when it matches torch, else torch",
     )
-    detect.add_argument("--batch", type=int, default=8, help="images or frames per model call")
+    detect.add_argument("--batch", type=positive_int, default=8, help="images or frames per model call")
     detect.add_argument("--save-json", action="store_true", help="write predictions.jsonl")
     detect.add_argument("--show", action="store_true", help="show results in a window (needs a GUI OpenCV)")
-    detect.add_argument("--max-frames", type=int, default=None, help="stop after N images or frames")
+    detect.add_argument("--max-frames", type=positive_int, default=None, help="stop after N images or frames")
     detect.add_argument("--quiet", action="store_true", help="no progress bar")
     detect.set_defaults(func=_detect)
 
@@ -241,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--weights", default=None, help="training checkpoint (.ckpt)")
     export.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"))
-    export.add_argument("--img-size", type=int, default=None, help="model input size (default: the training size)")
+    export.add_argument("--img-size", type=positive_int, default=None, help="model input size (default: training size)")
     export.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     export.add_argument("--info", default=None, metavar="FILE", help="print the metadata of an exported file")
     export.add_argument("--exist-ok", action="store_true", help="overwrite an existing --out file")
@@ -263,10 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs and receptive field")
     summary.add_argument("--backbone", default="resnet18")
-    summary.add_argument("--img-size", type=int, default=448)
-    summary.add_argument("--grid", type=int, default=7)
-    summary.add_argument("--boxes", type=int, default=2)
-    summary.add_argument("--classes", type=int, default=20)
+    summary.add_argument("--img-size", type=positive_int, default=448)
+    summary.add_argument("--grid", type=positive_int, default=7)
+    summary.add_argument("--boxes", type=positive_int, default=2)
+    summary.add_argument("--classes", type=positive_int, default=20)
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.set_defaults(func=_summary)
     return parser
@@ -282,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except GridyoloError as exc:
-        print(f"gridyolo: error: {exc}", file=sys.stderr)
+        print(f"gridyolo: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -24,21 +24,16 @@ import torch
 from tqdm import tqdm
 
 from gridyolo import ort_backend
+from gridyolo.checkpoint import weights_format
 from gridyolo.drawing import draw_detections
 from gridyolo.errors import GridyoloError
-from gridyolo.export import inference_from_checkpoint, is_torchscript, load_torchscript
+from gridyolo.export import inference_from_checkpoint, load_torchscript
+from gridyolo.inputs import check_input_size, resolve_device
+from gridyolo.models import backbone_stride
 from gridyolo.runs import new_run_dir
 from gridyolo.sources import Frame, FrameReader, batched, open_capture, resolve_source, video_properties
 
 STAGES = ("read", "preprocess", "model", "decode_nms", "draw_write")
-
-
-def select_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GridyoloError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -66,11 +61,10 @@ def load_detector(
     """
     if backend not in BACKENDS:
         raise GridyoloError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
-    if not os.path.isfile(weights):
-        raise GridyoloError(f"{weights}: weights file not found")
+    kind = weights_format(weights)
     thresholds = (conf_threshold, iou_threshold, max_detections)
     notes: list[str] = []
-    if weights.lower().endswith(".onnx"):
+    if kind == "onnx":
         if backend == "torch" or not device.startswith("cpu"):
             raise GridyoloError(f"{weights}: an ONNX file runs with --backend onnxruntime on the CPU")
         if not ort_backend.onnxruntime_available():
@@ -80,13 +74,14 @@ def load_detector(
             raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
                                 f"needs a new export")  # fmt: skip
         return model, {**model.info, **dict(zip(THRESHOLD_KEYS, thresholds)), "backend": "onnxruntime", "notes": notes}
-    if is_torchscript(weights):
+    if kind == "torchscript":
         if backend == "onnxruntime":
             raise GridyoloError(f"{weights}: a TorchScript file runs with torch; --backend onnxruntime needs a "
                                 f"checkpoint or an .onnx file")  # fmt: skip
         model, info = load_torchscript(weights, device)
         model.conf_threshold, model.iou_threshold, model.max_detections = thresholds
         if img_size:
+            check_input_size(img_size, backbone_stride(info["backbone"]))
             model.input_size = img_size
             info["input_size"] = img_size
         return model, {**info, "backend": "torch", "notes": notes}
@@ -211,25 +206,35 @@ def run_detect(
 
     Returns a summary: output directory, counts, per-stage ms per image, warnings.
     """
-    device = select_device(device)
+    if batch_size < 1 or (max_frames is not None and max_frames < 1):
+        raise GridyoloError(f"batch size {batch_size} and max frames {max_frames} must be at least 1")
+    device = resolve_device(device)
     resolved = resolve_source(source)  # fails before any output directory is created
-    capture = open_capture(resolved) if resolved.kind != "images" else None
-    model, info = load_detector(weights, device, img_size, conf_threshold, iou_threshold, backend=backend)
-    class_names = list(info["class_names"])
-    out_dir = Path(out) if out else new_run_dir("runs/detect", "exp")
     if out:
+        check_output_dir(out)
+    capture = open_capture(resolved) if resolved.kind != "images" else None
+    writer = None
+    try:  # the capture (and later the writer) is released on every error path
+        model, info = load_detector(weights, device, img_size, conf_threshold, iou_threshold, backend=backend)
+        expected = 0
+        if capture is not None:
+            fps, width, height, expected = video_properties(capture, resolved.spec)
+        out_dir = Path(out) if out else new_run_dir("runs/detect", "exp")
         out_dir.mkdir(parents=True, exist_ok=True)
-        if any(out_dir.iterdir()):
-            raise GridyoloError(f"{out_dir}: output directory is not empty (results are never overwritten)")
-
-    writer, expected, video_path = None, 0, None
-    if capture is not None:
-        fps, width, height, expected = video_properties(capture)
-        stem = Path(resolved.spec).stem if resolved.kind == "video" else resolved.kind
-        video_path = out_dir / f"{stem}.mp4"
-        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-        if not writer.isOpened():
-            raise GridyoloError(f"{video_path}: cannot open a video writer (mp4v codec missing?)")
+        video_path = None
+        if capture is not None:
+            stem = Path(resolved.spec).stem if resolved.kind == "video" else resolved.kind
+            video_path = out_dir / f"{stem}.mp4"
+            writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            if not writer.isOpened():
+                raise GridyoloError(f"{video_path}: cannot open a video writer (mp4v codec missing, or not writable?)")
+    except BaseException:
+        if capture is not None:
+            capture.release()
+        if writer is not None:
+            writer.release()
+        raise
+    class_names = list(info["class_names"])
 
     bar = tqdm(total=expected or len(resolved.paths) or None, unit="frame" if capture else "img",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
@@ -250,8 +255,9 @@ def run_detect(
                         drawn = cv2.resize(drawn, (width, height))
                     writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                 else:
-                    name = _unique_name(Path(frame.source).name, names_used)
-                    cv2.imwrite(str(out_dir / name), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                    path = out_dir / _unique_name(Path(frame.source).name, names_used)
+                    if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+                        raise GridyoloError(f"{path}: could not write the image (disk full or not writable?)")
                 if jsonl is not None:
                     jsonl.write(json.dumps(prediction_record(frame, det, class_names)) + "\n")
                 display.show(frame.source, drawn)
@@ -283,6 +289,15 @@ def run_detect(
         "ms_per_image": timer.per_image(), "seconds": round(seconds, 3), "timing": timer.format(seconds),
         "device": device, "backend": info["backend"], "warnings": notes,
     }  # fmt: skip
+
+
+def check_output_dir(out: str) -> None:
+    """``--out`` must be a new or empty folder (results are never overwritten)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise GridyoloError(f"{out}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise GridyoloError(f"{out}: output directory is not empty (results are never overwritten)")
 
 
 def _unique_name(name: str, used: set[str]) -> str:

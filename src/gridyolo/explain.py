@@ -20,10 +20,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from gridyolo.checkpoint import weights_format  # noqa: E402
 from gridyolo.data.images import load_image  # noqa: E402
 from gridyolo.drawing import class_colour  # noqa: E402
 from gridyolo.errors import GridyoloError  # noqa: E402
-from gridyolo.export import inference_from_checkpoint, is_torchscript  # noqa: E402
+from gridyolo.export import inference_from_checkpoint  # noqa: E402
 from gridyolo.grid import activate, assign_cells, cell_boxes  # noqa: E402
 
 
@@ -95,8 +96,8 @@ def explain(
     weights: str, image_path: str, out: str, labels: str | None = None, layers: list[str] | None = None
 ) -> list[str]:
     """Write the explain figures for one image; returns the written paths."""
-    if is_torchscript(weights):
-        raise GridyoloError(f"{weights}: explain needs a training checkpoint (feature maps need the eager model)")
+    if weights_format(weights) != "checkpoint":
+        raise GridyoloError(f"{weights}: explain needs a training checkpoint, not an export (it shows feature maps)")
     model, info = inference_from_checkpoint(weights)
     image = load_image(image_path)
     names = list(info["class_names"])

@@ -13,16 +13,17 @@ import os
 import subprocess
 import sys
 import warnings
-import zipfile
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from gridyolo import __version__
-from gridyolo.checkpoint import detector_from_checkpoint
+from gridyolo.checkpoint import detector_from_checkpoint, weights_format
 from gridyolo.errors import GridyoloError
 from gridyolo.inference import InferenceModel
+from gridyolo.inputs import check_input_size
+from gridyolo.models import backbone_stride
 
 METADATA_FILE = "gridyolo.json"
 
@@ -34,15 +35,6 @@ def _jit_without_deprecation_notice():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
         yield
-
-
-def is_torchscript(path: str) -> bool:
-    """TorchScript archives hold a ``code/`` folder; training checkpoints do not."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def inference_from_checkpoint(
@@ -59,6 +51,7 @@ def inference_from_checkpoint(
     detections (BENCHMARKS.md); exports inherit it."""
     detector, meta = detector_from_checkpoint(path)
     size = img_size or meta.input_size
+    check_input_size(size, backbone_stride(meta.backbone))
     model = InferenceModel(
         detector, size, meta.resize_mode, conf_threshold, iou_threshold, max_detections, channels_last=channels_last
     )
@@ -83,8 +76,8 @@ def load_torchscript(path: str, device: str = "cpu") -> tuple[torch.jit.ScriptMo
     """Load an exported file and its metadata (one-line ``GridyoloError`` if it is not one)."""
     import torchvision  # noqa: F401  -- registers torchvision::nms, which the scripted decode calls
 
-    if not os.path.isfile(path):
-        raise GridyoloError(f"{path}: file not found")
+    if weights_format(path) != "torchscript":
+        raise GridyoloError(f"{path}: not a TorchScript file")
     extra = {METADATA_FILE: ""}
     try:
         with _jit_without_deprecation_notice():
@@ -98,7 +91,10 @@ def load_torchscript(path: str, device: str = "cpu") -> tuple[torch.jit.ScriptMo
 
 def export_info(path: str) -> dict[str, Any]:
     """The metadata of an exported TorchScript or ONNX file (``gridyolo export --info``)."""
-    if not path.lower().endswith(".onnx"):
+    kind = weights_format(path)
+    if kind == "checkpoint":
+        raise GridyoloError(f"{path}: a training checkpoint; --info reads exported TorchScript or ONNX files")
+    if kind == "torchscript":
         return load_torchscript(path)[1]
     import onnx
 
@@ -146,6 +142,7 @@ def export_onnx(weights: str, out: str, img_size: int | None = None, opset: int 
         raise GridyoloError("ONNX export needs the onnx package: pip install onnx") from None
     detector, meta = detector_from_checkpoint(weights)
     size = img_size or meta.input_size
+    check_input_size(size, backbone_stride(meta.backbone))
     example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
     detector.head.pool = _fixed_size_pool(detector, example)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -189,7 +186,7 @@ def fresh_process_parity(path: str, images: list[torch.Tensor], expected: list[d
     if done.returncode != 0:
         raise GridyoloError(f"{path}: the exported file failed in a fresh process: {done.stderr.strip()[-300:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    got = torch.load(outputs)
+    got = torch.load(outputs, weights_only=True)
     diffs = [(e["boxes"] - g["boxes"]).abs().max().item() for e, g in zip(expected, got) if len(e["boxes"])]
     same = all(
         len(e["labels"]) == len(g["labels"]) and torch.equal(e["labels"], g["labels"]) for e, g in zip(expected, got)

@@ -22,6 +22,7 @@ import numpy as np
 
 from gridyolo.data.images import IMAGE_SUFFIXES, load_image, to_rgb_uint8
 from gridyolo.errors import DatasetError, GridyoloError
+from gridyolo.inputs import check_image_pixels, require_regular_file
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
@@ -62,8 +63,7 @@ def resolve_source(spec: str) -> Source:
         if not files:
             raise GridyoloError(f"{spec}: no files match this pattern")
         return Source("images", spec, files)
-    if not os.path.exists(spec):
-        raise GridyoloError(f"{spec}: source not found")
+    require_regular_file(spec, "source")  # a named pipe as a "video" would block forever
     suffix = os.path.splitext(spec)[1].lower()
     if suffix in VIDEO_SUFFIXES:
         return Source("video", spec, [spec])
@@ -85,11 +85,13 @@ def open_capture(source: Source) -> cv2.VideoCapture:
     return cap
 
 
-def video_properties(cap: cv2.VideoCapture) -> tuple[float, int, int, int]:
-    """``(fps, width, height, announced frame count)``; fps 25 and count 0 when unknown."""
+def video_properties(cap: cv2.VideoCapture, name: str = "video") -> tuple[float, int, int, int]:
+    """``(fps, width, height, announced frame count)``; fps 25 and count 0 when unknown. Frames above
+    the pixel limit are refused (``DatasetError``) before any is decoded."""
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    check_image_pixels(width, height, name)
     return fps, width, height, max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
 
 

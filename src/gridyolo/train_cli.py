@@ -16,6 +16,7 @@ from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.errors import GridyoloError
@@ -32,6 +33,16 @@ class ProgressBar(TQDMProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, reading with ``weights_only=True`` (``checkpoint.safe_torch_load``):
+    ``--resume`` of a checkpoint that carries a pickle payload refuses it instead of running it."""
+
+    def load_checkpoint(self, path, *args, **kwargs):  # Lightning >= 2.5 adds a weights_only argument
+        from gridyolo.checkpoint import safe_torch_load
+
+        return safe_torch_load(str(path))
 
 
 class GridYoloCLI(LightningCLI):
@@ -90,8 +101,10 @@ class GridYoloCLI(LightningCLI):
             CSVLogger(self.run_dir, name="", version=""),
             TensorBoardLogger(self.run_dir, name="", version="tensorboard", default_hp_metric=False),
         ]
+        plugins = trainer_config.get("plugins") or []
+        plugins = [*(plugins if isinstance(plugins, list) else [plugins]), SafeCheckpointIO()]
         return super().instantiate_trainer(
-            callbacks=callbacks, logger=loggers, default_root_dir=str(self.run_dir), **kwargs
+            callbacks=callbacks, logger=loggers, default_root_dir=str(self.run_dir), plugins=plugins, **kwargs
         )
 
 

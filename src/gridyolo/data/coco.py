@@ -12,15 +12,17 @@ import numpy as np
 from gridyolo.data.base import DetectionReader, check_root_exists, format_hint
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
+from gridyolo.inputs import require_regular_file
 
 
 def load_json(path: str) -> dict:
     """Parse a json file; a syntax error names the file, line and column."""
+    require_regular_file(path, "annotation file", DatasetError)
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply to be a COCO annotation file") from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: malformed JSON at column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError:

@@ -3,7 +3,8 @@
 Findings, per file: ``unreadable`` (missing, or no permission), ``truncated`` (a JPEG without its end
 marker or a PNG without its IEND chunk: OpenCV 5 refuses them, OpenCV 4 decodes them with a grey
 tail, silently), ``corrupt`` (the decoder gives up on a complete file), ``size_mismatch`` (the decoded
-size differs from the annotated one). Each of them stops training before its first step.
+size differs from the annotated one), ``too_large`` (above the pixel limit,
+``inputs.max_image_pixels``). Each of them stops training before its first step.
 
 Results are cached per image, keyed by path, size and mtime, so a second check of a large dataset
 only stats its files.
@@ -23,9 +24,12 @@ import cv2
 import numpy as np
 
 from gridyolo.cache import cache_dir
+from gridyolo.data.images import header_size
 from gridyolo.data.sample import ImageRecord
+from gridyolo.errors import DatasetError
+from gridyolo.inputs import check_image_pixels, require_regular_file
 
-FATAL = ("unreadable", "truncated", "corrupt", "size_mismatch")
+FATAL = ("unreadable", "truncated", "corrupt", "size_mismatch", "too_large")
 _CACHE_VERSION = 1
 
 
@@ -42,8 +46,16 @@ class ImageProblem:
 def inspect_image(path: str) -> tuple[int, int, str, str]:
     """``(width, height, kind, detail)`` of one image file; ``kind`` is ``""`` when it decodes cleanly."""
     try:
+        require_regular_file(path, "image file", DatasetError)
+        size = header_size(path)
+        if size is not None:
+            check_image_pixels(*size, path)
         with open(path, "rb") as f:
             data = f.read()
+    except DatasetError as exc:
+        width, height = size or (0, 0)
+        kind = "too_large" if width * height else "unreadable"
+        return width, height, kind, str(exc).split(": ", 1)[-1]
     except OSError as exc:
         return 0, 0, "unreadable", exc.strerror or exc.__class__.__name__
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
@@ -111,6 +123,7 @@ def check_images(
     cache = _load_cache(cache_path) if use_cache else {}
     keys = {r.file: _stat_key(r.file) for r in records}
     fresh = {f: cache[f][1] for f, key in keys.items() if key is not None and (cache.get(f) or [None])[0] == key}
+    fresh = {f: result for f, result in fresh.items() if result[2] != "too_large"}  # the limit may have changed
     todo = sorted(f for f, key in keys.items() if key is not None and f not in fresh)
     results = dict(fresh)
     if todo:

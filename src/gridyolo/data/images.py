@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import warnings
 
 import cv2
 import numpy as np
 
 from gridyolo.errors import DatasetError
+from gridyolo.inputs import check_image_pixels, require_regular_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -39,8 +40,10 @@ def load_image(path: str) -> np.ndarray:
     Raises:
         DatasetError: the file is missing or OpenCV cannot decode it (the message names the file).
     """
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: image file not found")
+    require_regular_file(path, "image file", DatasetError)
+    size = header_size(path)
+    if size is not None:
+        check_image_pixels(*size, path)  # from the header, before a decompression bomb is decoded
     data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode also handles non-ASCII paths
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
@@ -50,12 +53,23 @@ def load_image(path: str) -> np.ndarray:
 
 def read_image_size(path: str) -> tuple[int, int]:
     """``(width, height)`` of an image from its header (no full decode), via Pillow."""
+    require_regular_file(path, "image file", DatasetError)
+    size = header_size(path)
+    if size is None:
+        raise DatasetError(f"{path}: cannot read image header (not an image Pillow knows)")
+    return size
+
+
+def header_size(path: str) -> tuple[int, int] | None:
+    """``(width, height)`` from the header, ``None`` when Pillow cannot read it (OpenCV may still)."""
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: image file not found")
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{path}: cannot read image header ({exc.__class__.__name__})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_image_pixels decides
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"{path}: refused by Pillow's decompression-bomb check ({exc})") from None
+    except (UnidentifiedImageError, OSError):
+        return None

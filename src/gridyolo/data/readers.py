@@ -28,6 +28,18 @@ def build_reader(
             YOLO key in the YAML (``None``: ``train``).
         classes: VOC only: a list of names, ``"voc"`` for the 20 VOC classes, ``None`` to infer them.
     """
+    if format not in FORMATS:
+        raise DatasetError(f"unknown dataset format '{format}' (choose one of: {', '.join(FORMATS)})")
+    try:
+        return _build(root, format, split, classes)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+        # the readers check every structure they know of; whatever slips through is still the data's fault
+        where = root if isinstance(root, str) else ", ".join(map(str, root))
+        detail = f"{exc.__class__.__name__}: {str(exc)[:160]}"
+        raise DatasetError(f"{where}: malformed {format} dataset ({detail})") from None
+
+
+def _build(root: str | Sequence[str], format: str, split: str | None, classes) -> DetectionReader:
     if format == "coco":
         if not isinstance(root, str):
             raise DatasetError("COCO reads a single root")
@@ -35,8 +47,6 @@ def build_reader(
     if format == "voc":
         class_list = VOC_CLASSES if classes == "voc" else classes
         return VocReader(root, split, class_list)
-    if format == "yolo":
-        if not isinstance(root, str):
-            raise DatasetError("YOLO txt reads a single data YAML")
-        return YoloTxtReader(root, split or "train")
-    raise DatasetError(f"unknown dataset format '{format}' (choose one of: {', '.join(FORMATS)})")
+    if not isinstance(root, str):
+        raise DatasetError("YOLO txt reads a single data YAML")
+    return YoloTxtReader(root, split or "train")

@@ -12,6 +12,7 @@ from gridyolo.data.base import DetectionReader, check_root_exists, format_hint
 from gridyolo.data.images import IMAGE_SUFFIXES, read_image_size
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
+from gridyolo.inputs import require_regular_file
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -98,8 +99,12 @@ class VocReader(DetectionReader):
             main = os.path.join(root, "ImageSets", "Main")
             found = sorted(f[:-4] for f in os.listdir(main) if f.endswith(".txt")) if os.path.isdir(main) else []
             raise DatasetError(f"{split_file}: split '{split}' not found (splits: {', '.join(found) or 'none'})")
-        with open(split_file, encoding="utf-8") as f:
-            ids = [line.split()[0] for line in f if line.strip()]
+        require_regular_file(split_file, "split file", DatasetError)
+        try:
+            with open(split_file, encoding="utf-8") as f:
+                ids = [line.split()[0] for line in f if line.strip()]
+        except UnicodeDecodeError:
+            raise DatasetError(f"{split_file}: not a UTF-8 text file") from None
         files = [os.path.join(ann_dir, f"{i}.xml") for i in ids]
         for i, path in enumerate(files, start=1):
             if not os.path.isfile(path):
@@ -109,6 +114,7 @@ class VocReader(DetectionReader):
 
 def _parse_xml(path: str) -> tuple[tuple[int, int] | None, list[tuple[str, list[float], bool]]]:
     """``((width, height) or None, [(name, [xmin, ymin, xmax, ymax], difficult), ...])``."""
+    require_regular_file(path, "annotation file", DatasetError)
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -120,8 +126,8 @@ def _parse_xml(path: str) -> tuple[tuple[int, int] | None, list[tuple[str, list[
         width, height = int(float(root.findtext("size/width", ""))), int(float(root.findtext("size/height", "")))
         if width > 0 and height > 0:
             size = (width, height)
-    except ValueError:
-        pass  # missing or broken <size>: read it from the image header instead
+    except (ValueError, OverflowError):
+        pass  # missing or broken <size> (empty, text, inf): read it from the image header instead
     objects = []
     for k, obj in enumerate(root.iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()

@@ -12,6 +12,7 @@ from gridyolo.data.base import DetectionReader, check_root_exists, format_hint
 from gridyolo.data.images import IMAGE_SUFFIXES, read_image_size
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
+from gridyolo.inputs import require_regular_file
 
 
 def find_data_yaml(root: str) -> str:
@@ -105,9 +106,14 @@ def _class_names(names, data_yaml: str) -> list[str]:
 
 
 def _load_yaml(path: str) -> dict:
+    require_regular_file(path, "data YAML", DatasetError)
     try:
         with open(path, encoding="utf-8") as f:
             config = yaml.safe_load(f)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: YAML nested too deeply to be a data YAML") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f":{line + 1}" if line is not None else ""
@@ -129,8 +135,11 @@ def _list_images(base: str, entry: str | list, data_yaml: str) -> list[str]:
                 if f.lower().endswith(IMAGE_SUFFIXES)
             )
         elif os.path.isfile(path) and path.endswith(".txt"):
-            with open(path, encoding="utf-8") as f:
-                images += [os.path.normpath(os.path.join(base, line.strip())) for line in f if line.strip()]
+            try:
+                with open(path, encoding="utf-8") as f:
+                    images += [os.path.normpath(os.path.join(base, line.strip())) for line in f if line.strip()]
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path}: not a UTF-8 text file") from None
         else:
             raise DatasetError(
                 f"{data_yaml}: split entry '{item}' -> {path} is neither an image folder nor a .txt list"
@@ -140,8 +149,9 @@ def _list_images(base: str, entry: str | list, data_yaml: str) -> list[str]:
 
 def _read_label_file(path: str, num_classes: int) -> np.ndarray:
     """``float64 [N, 5]`` rows ``cls cx cy w h``; a bad line raises naming the file and line."""
-    if not os.path.isfile(path):
-        return np.zeros((0, 5), dtype=np.float64)
+    if not os.path.lexists(path):
+        return np.zeros((0, 5), dtype=np.float64)  # no label file: an image without objects
+    require_regular_file(path, "label file", DatasetError)
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, start=1):

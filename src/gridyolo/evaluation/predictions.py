@@ -20,6 +20,7 @@ import numpy as np
 
 from gridyolo.data.base import DetectionReader
 from gridyolo.errors import GridyoloError
+from gridyolo.inputs import require_regular_file
 
 Predictions = dict[int, dict[str, np.ndarray]]
 
@@ -32,8 +33,7 @@ def load_predictions(path: str, reader: DetectionReader) -> tuple[list[dict], Pr
     """
     if os.path.isdir(path):
         return _load_yolo_folder(path, reader)
-    if not os.path.isfile(path):
-        raise GridyoloError(f"{path}: predictions file not found")
+    require_regular_file(path, "predictions file")
     return (*_load_coco_results(path, reader), [])
 
 

@@ -21,6 +21,7 @@ from gridyolo.decode import decode_targets_batch
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco
 from gridyolo.evaluation.voc_ap import voc_ap
+from gridyolo.inputs import resolve_device
 from gridyolo.models import Detector
 
 
@@ -180,6 +181,7 @@ def evaluate_checkpoint(
     The model's labels are matched to the dataset's by class name, so a model trained on COCO json,
     VOC xml or YOLO txt scores the same on the same images in any of the three formats.
     """
+    device = resolve_device(device)
     check_outputs_free(save_json, plots_dir, exist_ok)
     model, meta = detector_from_checkpoint(weights)
     reader = build_reader(root, format, split, classes=meta.class_names)

@@ -129,6 +129,13 @@ BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
 }
 
 
+def backbone_stride(name: str) -> int:
+    """The output stride of a backbone, without building it (32, or 16 for ``efficientnet_lite0_s16``)."""
+    if name not in BACKBONES:
+        raise GridyoloError(f"unknown backbone '{name}' (choose one of: {', '.join(BACKBONES)})")
+    return 16 if name.endswith("_s16") else 32
+
+
 def stem_layers(backbone: nn.Module) -> list[nn.Module]:
     """The backbone's layers that run at stride <= 4 (edge and colour detectors, the most generic part).
 
