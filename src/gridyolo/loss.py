@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from gridyolo.grid import activate, assign_cells, cell_boxes, flatten_targets, paired_box_iou
 
@@ -15,7 +16,8 @@ class YoloV1Loss(nn.Module):
     largest box wins and the others are not targets):
 
     - the *responsible* predictor is the one of the cell's B predictors whose box has the highest IoU
-      with the object (ties: the first);
+      with the object (ties: the first); when none overlaps it, the one whose (cx, cy, w, h) is closest
+      to the object's (Darknet's fallback; otherwise the first predictor would always be chosen);
     - ``coord = λcoord · Σ_resp [(x - x̂)² + (y - ŷ)² + (√w - √ŵ)² + (√h - √ĥ)²]`` with x, y in cell
       units and w, h as fractions of the input;
     - ``obj = Σ_resp (conf - IoU)²``: the responsible confidence is pulled towards its (detached) IoU;
@@ -57,7 +59,11 @@ class YoloV1Loss(nn.Module):
         xy, sqrt_wh, conf = pred.xy[at], pred.sqrt_wh[at], pred.conf[at]
         pred_boxes = cell_boxes(pred.xy, pred.sqrt_wh)[at]  # [M, B, 4]
         iou = paired_box_iou(pred_boxes.detach(), cells.box[:, None, :])  # [M, B]
-        resp = iou.argmax(dim=1)  # first maximum on ties
+        # Darknet's rule (detection_layer.c): the highest IoU (first on ties); while no predictor overlaps
+        # the object, the closest one by squared distance of (cx, cy, w, h), so every predictor can learn
+        distance = ((box_convert(pred_boxes.detach(), "xyxy", "cxcywh")
+                     - box_convert(cells.box, "xyxy", "cxcywh")[:, None, :]) ** 2).sum(-1)  # fmt: skip
+        resp = torch.where(iou.amax(dim=1) > 0, iou.argmax(dim=1), distance.argmin(dim=1))
         m = torch.arange(len(resp), device=raw.device)
 
         coord = ((xy[m, resp] - cells.xy) ** 2).sum() + ((sqrt_wh[m, resp] - cells.sqrt_wh) ** 2).sum()

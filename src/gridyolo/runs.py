@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,44 @@ class BestCheckpoint(ModelCheckpoint):
         self.best_model_score = self.kth_value = score
         self.best_model_path = self.kth_best_model_path = new_best
         self.best_k_models = {new_best: score}
+
+
+class RunStatus(L.Callback):
+    """``status.json`` in the run directory: ``running``, then ``finished``, ``interrupted`` (Ctrl-C,
+    SIGTERM) or ``failed``, with what ``last.ckpt`` holds and how to continue; an interruption also
+    says so on stderr."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+        self.epochs_saved = 0  # epochs finished in the newest last.ckpt
+
+    def _write(self, status: str, **details: Any) -> None:
+        if rank_zero_only.rank == 0:
+            write_json(self.run_dir / "status.json", {"status": status, "epochs_saved": self.epochs_saved, **details})
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write("running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.epochs_saved = int(checkpoint.get("epoch", -1)) + 1
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write("finished")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        interrupted = isinstance(exception, (KeyboardInterrupt, SystemExit))
+        reason = "SIGTERM" if isinstance(exception, SystemExit) else exception.__class__.__name__
+        last = self.run_dir / "weights" / "last.ckpt"
+        if last.is_file() and self.epochs_saved > 0:
+            config = self.run_dir / "config.yaml"
+            resume = f"gridyolo train --config {config} --resume {last}"
+            saved = f"{last} holds the {self.epochs_saved} finished epoch(s); continue with: {resume}"
+        else:
+            resume, saved = None, "no checkpoint was written yet (the first epoch did not finish): nothing to resume"
+        self._write("interrupted" if interrupted else "failed", reason=reason, last_checkpoint=str(last) if resume
+                    else None, resume=resume)  # fmt: skip
+        if interrupted and rank_zero_only.rank == 0:  # a failure's own one-line error says what happened
+            print(f"gridyolo: training interrupted ({reason}); {saved}", file=sys.stderr, flush=True)
 
 
 class RunSummary(L.Callback):

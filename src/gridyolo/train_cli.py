@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +19,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.errors import GridyoloError
-from gridyolo.runs import BestCheckpoint, RunSummary, new_run_dir
+from gridyolo.runs import BestCheckpoint, RunStatus, RunSummary, new_run_dir
 from gridyolo.training import GridYoloModule
 
 RUN_DIR_ENV = "GRIDYOLO_RUN_DIR"
@@ -94,6 +98,7 @@ class GridYoloCLI(LightningCLI):
                 enable_version_counter=False,
             ),
             RunSummary(self.run_dir),
+            RunStatus(self.run_dir),
         ]
         if trainer_config.get("enable_progress_bar", True) is not False:
             callbacks.append(ProgressBar())
@@ -103,16 +108,26 @@ class GridYoloCLI(LightningCLI):
         ]
         plugins = trainer_config.get("plugins") or []
         plugins = [*(plugins if isinstance(plugins, list) else [plugins]), SafeCheckpointIO()]
+        precision = trainer_config.get("precision") or default_precision(trainer_config.get("accelerator", "auto"))
         return super().instantiate_trainer(
-            callbacks=callbacks, logger=loggers, default_root_dir=str(self.run_dir), plugins=plugins, **kwargs
-        )
+            callbacks=callbacks, logger=loggers, default_root_dir=str(self.run_dir), plugins=plugins,
+            precision=precision, **kwargs,
+        )  # fmt: skip
+
+
+def default_precision(accelerator: object) -> str:
+    """``16-mixed`` when the run is on CUDA, else ``32-true`` (bf16 autocast is ~75x slower on CPUs), for
+    the accelerator the run really uses: ``--trainer.accelerator cpu`` on a CUDA machine is fp32."""
+    name = accelerator.lower() if isinstance(accelerator, str) else type(accelerator).__name__.lower()
+    on_cuda = name in ("gpu", "cuda", "cudaaccelerator") or (name == "auto" and torch.cuda.is_available())
+    return "16-mixed" if on_cuda else "32-true"
 
 
 def trainer_defaults() -> dict:
-    """Precision 32 on CPU (bf16 autocast is ~75x slower there), 16-mixed on CUDA."""
+    """``precision: null`` means ``default_precision`` of the accelerator in use."""
     return {
         "accelerator": "auto",
-        "precision": "16-mixed" if torch.cuda.is_available() else "32-true",
+        "precision": None,
         "num_sanity_val_steps": 0,
         "max_epochs": 10,
         "log_every_n_steps": 10,
@@ -123,6 +138,8 @@ def run_train(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is ours, on purpose
     # validation metrics are computed on rank 0 and broadcast: every rank logs the same value already
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting")
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        os.environ.pop(RUN_DIR_ENV, None)  # left by an earlier run in this process; DDP ranks > 0 need it
     try:
         cli = GridYoloCLI(
             GridYoloModule,
@@ -136,5 +153,22 @@ def run_train(argv: Sequence[str]) -> int:
         )
     except ArgumentError as exc:
         raise GridyoloError(f"bad training configuration: {' '.join(str(exc).split())}") from None
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
+    except BaseException:
+        _remove_empty_run_dir()  # a run that never started leaves no folder behind
+        raise
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
+    except SystemExit as exc:  # Lightning exits 1 after Ctrl-C; SIGTERM arrives as SIGTERMException
+        if isinstance(exc, SIGTERMException):
+            return 128 + signal.SIGTERM
+        if cli.trainer.state.status == TrainerStatus.INTERRUPTED:
+            return 128 + signal.SIGINT
+        raise
     return 0
+
+
+def _remove_empty_run_dir() -> None:
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if run_dir and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        with contextlib.suppress(OSError):  # not empty, or gone: keep whatever is there
+            os.rmdir(run_dir)

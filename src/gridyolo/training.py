@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.distributed as dist
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitInterval,
+    PositiveFloat,
+    PositiveInt,
+)
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
@@ -15,8 +23,9 @@ from gridyolo.checkpoint import ModelMeta
 from gridyolo.decode import decode_targets_batch
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
+from gridyolo.inputs import check_input_size
 from gridyolo.loss import YoloV1Loss
-from gridyolo.models import build_detector, stem_layers
+from gridyolo.models import backbone_stride, build_detector, stem_layers
 from gridyolo.optim import build_optimizer, lr_lambda
 
 
@@ -65,42 +74,44 @@ class GridYoloModule(L.LightningModule):
         self,
         backbone: str = "resnet18",
         weights: str | None = None,
-        grid_size: int = 7,
-        num_boxes: int = 2,
-        head_channels: int = 256,
+        grid_size: PositiveInt = 7,
+        num_boxes: PositiveInt = 2,
+        head_channels: PositiveInt = 256,
         class_names: list[str] | None = None,
         category_ids: list[int] | None = None,
-        input_size: int = 448,
-        resize_mode: str = "letterbox",
-        lambda_coord: float = 5.0,
-        lambda_noobj: float = 0.5,
-        optimizer: str = "sgd",
-        lr: float = 0.01,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        backbone_lr_factor: float = 1.0,
-        freeze_backbone_epochs: int = 0,
+        input_size: PositiveInt = 448,
+        resize_mode: Literal["letterbox", "stretch"] = "letterbox",
+        lambda_coord: NonNegativeFloat = 5.0,
+        lambda_noobj: NonNegativeFloat = 0.5,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: PositiveFloat = 0.01,
+        momentum: ClosedUnitInterval = 0.9,
+        weight_decay: NonNegativeFloat = 5e-4,
+        backbone_lr_factor: NonNegativeFloat = 1.0,
+        freeze_backbone_epochs: NonNegativeInt = 0,
         freeze_stem: bool = False,
         channels_last: bool = False,
-        schedule: str = "cosine",
-        warmup_epochs: float = 1.0,
-        min_lr_factor: float = 0.05,
-        milestones: list[float] | None = None,
-        gamma: float = 0.1,
-        ema_decay: float | None = 0.999,
-        ema_warmup_steps: float = 2000.0,
-        conf_threshold: float = 0.001,
-        iou_threshold: float = 0.5,
-        max_detections: int = 100,
-        eval_backend: str = "auto",
+        schedule: Literal["cosine", "multistep"] = "cosine",
+        warmup_epochs: NonNegativeFloat = 1.0,
+        min_lr_factor: ClosedUnitInterval = 0.05,
+        milestones: list[OpenUnitInterval] | None = None,
+        gamma: PositiveFloat = 0.1,
+        ema_decay: OpenUnitInterval | None = 0.999,
+        ema_warmup_steps: PositiveFloat = 2000.0,
+        conf_threshold: ClosedUnitInterval = 0.001,
+        iou_threshold: ClosedUnitInterval = 0.5,
+        max_detections: PositiveInt = 100,
+        eval_backend: Literal["auto", "pycocotools", "faster_coco_eval"] = "auto",
     ) -> None:
         super().__init__()
         if not class_names:
             raise GridyoloError("the model needs class_names (they come from the data)")
+        check_input_size(input_size, backbone_stride(backbone), "model.input_size")
         self.save_hyperparameters()
         num_classes = len(class_names)
         self.category_ids = list(category_ids) if category_ids else list(range(1, num_classes + 1))
         self.model = build_detector(backbone, num_classes, grid_size, num_boxes, weights, head_channels)
+        self.backbone_frozen = False  # during the first freeze_backbone_epochs epochs
         self.frozen_stem = stem_layers(self.model.backbone) if freeze_stem else []
         for layer in self.frozen_stem:
             layer.requires_grad_(False)
@@ -147,11 +158,26 @@ class GridYoloModule(L.LightningModule):
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
     def on_train_epoch_start(self) -> None:
-        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
-        if self.trainer.world_size == 1:  # under DDP the zero backbone LR alone freezes it
-            self.model.backbone.requires_grad_(not frozen)
+        self.backbone_frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        if self.trainer.world_size == 1:  # DDP needs the same parameters to require grad on every step
+            self.model.backbone.requires_grad_(not self.backbone_frozen)
         for layer in self.frozen_stem:
-            layer.requires_grad_(False).eval()  # frozen weights and BatchNorm statistics
+            layer.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> GridYoloModule:
+        """Lightning switches to train mode after every validation; frozen parts keep their BatchNorm
+        statistics: the stem always (``freeze_stem``), the backbone while ``freeze_backbone_epochs`` last."""
+        super().train(mode)
+        if mode and hasattr(self, "frozen_stem"):  # nn.Module may call train() before __init__ is done
+            for layer in self.model.backbone.modules() if self.backbone_frozen else self.frozen_stem:
+                layer.eval()
+        return self
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.backbone_frozen:  # no gradient, so no step, no weight decay, no momentum or Adam state
+            for param in self.model.backbone.parameters():
+                param.grad = None
 
     def training_step(self, batch: tuple[Tensor, list[dict[str, Tensor]]], batch_idx: int) -> Tensor:
         images, targets = batch

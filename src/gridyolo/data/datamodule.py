@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader
 
 from gridyolo.data.base import DetectionReader
@@ -35,17 +38,17 @@ class DetectionDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | list[str],
-        format: str = "coco",
+        format: Literal["coco", "voc", "yolo"] = "coco",
         train_split: str | None = "train",
         val_split: str | None = "val",
         val_root: str | list[str] | None = None,
         classes: list[str] | str | None = "voc",
-        input_size: int = 448,
-        resize_mode: str = "letterbox",
+        input_size: PositiveInt = 448,
+        resize_mode: Literal["letterbox", "stretch"] = "letterbox",
         augment: AugmentConfig | None = None,
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        num_workers: int = 2,
+        batch_size: PositiveInt = 16,
+        val_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt = 2,
         seed: int = 0,
         check_images: bool = True,
     ) -> None:
@@ -101,10 +104,12 @@ class DetectionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         transform = TrainTransform(self.input_size, self.resize_mode, self.augment, seed=self.seed)
         dataset = DetectionDataset(self.train_reader, transform, seed=self.seed)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset, self.seed),
+            sampler=EpochShuffleSampler(dataset, self.seed, num_replicas=world, rank=rank),
             drop_last=len(self.train_reader) > self.batch_size,  # BatchNorm dislikes a batch of 1
             num_workers=self.num_workers,
             collate_fn=collate_detections,

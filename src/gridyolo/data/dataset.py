@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, DistributedSampler, get_worker_info
 
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.transforms import EvalTransform, TrainTransform
@@ -23,19 +23,23 @@ class DetectionDataset(Dataset):
         transform: ``TrainTransform`` (augmenting; Mosaic draws three other random items) or ``EvalTransform``.
     """
 
-    def __init__(self, reader: DetectionReader, transform: TrainTransform | EvalTransform, seed: int = 0) -> None:
+    def __init__(
+        self, reader: DetectionReader, transform: TrainTransform | EvalTransform, seed: int = 0, rank: int = 0
+    ) -> None:
         self.reader = reader
         self.transform = transform
         self.seed = seed
+        self.rank = rank
         self.epoch = 0
         self._rng = np.random.default_rng(seed)
         self._seeded_for: tuple[int, int] | None = None
 
     def _reseed(self) -> None:
-        """Augmentation randomness is a function of (seed, epoch, loader worker), so a resumed run
-        draws what an uninterrupted one would have (albumentations ignores global seeds)."""
+        """Augmentation randomness is a function of (seed, epoch, rank, loader worker), so a resumed run
+        draws what an uninterrupted one would have (albumentations ignores global seeds), and DDP ranks
+        and workers draw different streams."""
         info = get_worker_info()
-        key = (self.epoch, info.id if info is not None else 0)
+        key = (self.epoch, self.rank, info.id if info is not None else 0)
         if key != self._seeded_for:
             stream = np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]
             self.transform.set_seed(int(stream))
@@ -70,26 +74,30 @@ class DetectionDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """Random order drawn from ``seed + epoch``; Lightning calls ``set_epoch`` before each epoch, which
-    also tells the dataset the epoch. A resumed run therefore sees the same order as one that never
-    stopped (a plain RandomSampler draws from the global RNG, which resuming does not restore)."""
+class EpochShuffleSampler(DistributedSampler):
+    """Random order drawn from ``seed + epoch``, this rank's share of it (every ``num_replicas``-th).
 
-    def __init__(self, dataset: DetectionDataset, seed: int = 0) -> None:
+    Lightning calls ``set_epoch`` before each epoch, which also tells the dataset the epoch. A resumed
+    run therefore sees the same order as one that never stopped (a plain RandomSampler draws from the
+    global RNG, which resuming does not restore). It is a ``DistributedSampler`` so that under DDP
+    Lightning keeps it instead of wrapping it in its own (whose ``set_epoch`` would never reach this
+    one: every epoch would repeat the first epoch's order and augmentation).
+    """
+
+    def __init__(self, dataset: DetectionDataset, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
+        self.dataset.rank = rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.dataset.epoch = epoch
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        order += order[: self.total_size - len(order)]  # pad as DistributedSampler does: equal shares
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 def collate_detections(

@@ -9,11 +9,15 @@ than augmenting the full-size image. Augmentation applies to training only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import albumentations as A
 import cv2
 import numpy as np
+from jsonargparse.typing import ClosedUnitInterval, restricted_number_type
+
+from gridyolo.errors import GridyoloError
 
 RESIZE_MODES = ("letterbox", "stretch")
 PAD_VALUE = 114
@@ -65,6 +69,10 @@ def boxes_to_original(boxes: np.ndarray, params: np.ndarray) -> np.ndarray:
     return ((np.asarray(boxes, dtype=np.float32).reshape(-1, 4) - shift) / scale).astype(np.float32)
 
 
+HueFraction = restricted_number_type("HueFraction", float, [(">=", 0.0), ("<=", 0.5)])
+ColourFactor = restricted_number_type("ColourFactor", float, (">=", 1.0))
+
+
 @dataclass
 class AugmentConfig:
     """Training augmentation strength (YOLOv1: scale and translation up to 20%, exposure and
@@ -80,14 +88,21 @@ class AugmentConfig:
         min_visibility: a box keeping less than this fraction of its area after the transform is dropped.
     """
 
-    scale: float = 0.2
-    translate: float = 0.2
-    hue: float = 0.015
-    saturation: float = 1.5
-    exposure: float = 1.5
-    flip: float = 0.5
-    mosaic: float = 0.0
-    min_visibility: float = 0.25
+    scale: ClosedUnitInterval = 0.2
+    translate: ClosedUnitInterval = 0.2
+    hue: HueFraction = 0.015
+    saturation: ColourFactor = 1.5
+    exposure: ColourFactor = 1.5
+    flip: ClosedUnitInterval = 0.5
+    mosaic: ClosedUnitInterval = 0.0
+    min_visibility: ClosedUnitInterval = 0.25
+
+    def __post_init__(self) -> None:  # the types check configs; this checks direct Python use
+        for name, (low, high) in {**dict.fromkeys(("scale", "translate", "flip", "mosaic", "min_visibility"),
+                                                  (0.0, 1.0)), "hue": (0.0, 0.5), "saturation": (1.0, math.inf),
+                                  "exposure": (1.0, math.inf)}.items():  # fmt: skip
+            if not low <= getattr(self, name) <= high:
+                raise GridyoloError(f"augment.{name} {getattr(self, name)}: must be in [{low}, {high}]")
 
 
 class TrainTransform:
