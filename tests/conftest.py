@@ -8,7 +8,12 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import lightning  # noqa: F401
 import pytest
+
+# Lightning gives its logger a StreamHandler bound to sys.stderr when first imported; imported here, at
+# collection, that is the real stderr, not a test's capture that is closed by the next test (whose
+# "Seed set to 0" would then fail with "I/O operation on closed file", depending on test order).
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

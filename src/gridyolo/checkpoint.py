@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -74,7 +75,8 @@ def safe_torch_load(path: str) -> Any:
     """
     require_regular_file(path, "checkpoint")
     try:
-        with _allowlisted():
+        with _allowlisted(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # refused or fine: no news
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from gridyolo import __version__
 from gridyolo.errors import GridyoloError, one_line
@@ -160,8 +161,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``gridyolo COMMAND: error: ...``, exit 2); ``--help``
+    still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gridyolo", description="A readable YOLOv1-style detector.")
+    parser = OneLineParser(prog="gridyolo", description="A readable YOLOv1-style detector.")
     parser.add_argument("--version", action="version", version=f"gridyolo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("train", help="train from a YAML config (gridyolo train --help)", add_help=False)
@@ -282,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gridyolo.train_cli import run_train
 
             return run_train(argv[1:])
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error, already printed as one line (2)
+            return exc.code if isinstance(exc.code, int) else 2
         return args.func(args)
     except GridyoloError as exc:
         print(f"gridyolo: error: {one_line(exc)}", file=sys.stderr)

@@ -93,7 +93,7 @@ def export_info(path: str) -> dict[str, Any]:
     """The metadata of an exported TorchScript or ONNX file (``gridyolo export --info``)."""
     kind = weights_format(path)
     if kind == "checkpoint":
-        raise GridyoloError(f"{path}: a training checkpoint; --info reads exported TorchScript or ONNX files")
+        raise GridyoloError(f"{path}: a checkpoint or pickle, not an export; --info reads TorchScript or ONNX files")
     if kind == "torchscript":
         return load_torchscript(path)[1]
     import onnx

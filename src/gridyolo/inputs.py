@@ -75,10 +75,8 @@ def check_input_size(size: int, stride: int, what: str = "--img-size") -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise GridyoloError(f"{what} {size}: must be a positive number of pixels")
     if size % stride:
-        lower, upper = max(size // stride * stride, stride), (size // stride + 1) * stride
-        raise GridyoloError(
-            f"{what} {size}: must be a multiple of the backbone's stride {stride} (try {lower} or {upper})"
-        )
+        nearest = " or ".join(map(str, sorted({max(size // stride * stride, stride), (size // stride + 1) * stride})))
+        raise GridyoloError(f"{what} {size}: must be a multiple of the backbone's stride {stride} (try {nearest})")
 
 
 # -- argparse types: each raises ArgumentTypeError, which argparse turns into one usage line, exit 2 --

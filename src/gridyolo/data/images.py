@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import cv2
@@ -10,6 +11,7 @@ import numpy as np
 from gridyolo.errors import DatasetError
 from gridyolo.inputs import check_image_pixels, require_regular_file
 
+_PILLOW_LIMIT_LOCK = threading.Lock()
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -67,9 +69,16 @@ def header_size(path: str) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_image_pixels decides
-            with Image.open(path) as im:
-                return im.size
-    except Image.DecompressionBombError as exc:
-        raise DatasetError(f"{path}: refused by Pillow's decompression-bomb check ({exc})") from None
+            try:
+                with Image.open(path) as im:
+                    return im.size
+            except Image.DecompressionBombError:  # only the header is read here: read it past Pillow's limit
+                with _PILLOW_LIMIT_LOCK:
+                    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                    try:
+                        with Image.open(path) as im:
+                            return im.size
+                    finally:
+                        Image.MAX_IMAGE_PIXELS = saved
     except (UnidentifiedImageError, OSError):
         return None
