@@ -87,8 +87,9 @@ class CocoReader(DetectionReader):
         self.records = []
         for image_id, (file_name, width, height) in images.items():
             anns = per_image.get(image_id, [])
-            xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
-            boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # xywh -> xyxy
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, dropped and reported below
+                xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+                boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # xywh -> xyxy
             # gridyolo writes VOC's difficult objects as iscrowd=1 + difficult=1 (ignored by other tools)
             difficult = np.array([bool(a.get("difficult", 0)) for a in anns], dtype=bool)
             crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool) & ~difficult

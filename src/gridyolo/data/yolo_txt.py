@@ -67,7 +67,8 @@ class YoloTxtReader(DetectionReader):
             rows = _read_label_file(txt, len(names))
             labels = rows[:, 0].astype(np.int64)
             cxcywh = rows[:, 1:] * np.array([width, height, width, height], dtype=np.float64)
-            boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
+            with np.errstate(invalid="ignore", over="ignore"):  # nan/inf rows are dropped and reported below
+                boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
             self.records.append(
                 self._make_record(
                     file=image,
