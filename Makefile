@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-min lint demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,17 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# The lowest versions pyproject.toml allows, in a second venv (torch/torchvision: the installed build;
+# see tools/floor_constraints.py), then the suite. Not part of `make test`.
+MIN_VENV := .venv-min
+test-min:
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MIN_VENV)/bin/python tools/floor_constraints.py > $(MIN_VENV)/floors.txt
+	$(MIN_VENV)/bin/python -m pip install -q -e ".[dev]" -c $(MIN_VENV)/floors.txt
+	$(MIN_VENV)/bin/python -m pip list --format=freeze > $(MIN_VENV)/installed.txt
+	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -29,4 +40,4 @@ bench: $(STAMP)
 	QUICK=$(QUICK) $(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

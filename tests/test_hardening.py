@@ -282,3 +282,26 @@ def test_failed_image_writes_are_errors_and_captures_are_released(weights, bccd_
     assert "damaged zip archive" in _one_line(capsys)
     assert released == [True]  # the capture opened before the weights failed was released
     assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "export", "export-onnx", "detect", "explain", "convert", "train"])
+def test_unwritable_outputs_are_one_line(weights, bccd_root, tmp_path, capsys, command):
+    """An output under a regular file can never be created (as root too): one line naming it, exit 2."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "sub" / "out"
+    image = str(bccd_root / "JPEGImages" / "BloodImage_00000.jpg")
+    data = str(tiny_bccd(tmp_path / "bccd", count=2))
+    argv = {
+        "eval": ["eval", "--weights", str(weights), "--data", data, "--format", "voc", "--split", "train",
+                 "--save-json", f"{out}.json"],
+        "export": ["export", "--weights", str(weights), "--out", f"{out}.torchscript"],
+        "export-onnx": ["export", "--weights", str(weights), "--format", "onnx", "--out", f"{out}.onnx"],
+        "detect": ["detect", "--weights", str(weights), "--source", image, "--out", str(out), "--quiet"],
+        "explain": ["explain", "--weights", str(weights), "--image", image, "--out", str(out)],
+        "convert": ["data", "convert", data, "--format", "voc", "--split", "train", "--to", "coco", "--out", str(out)],
+        "train": ["train", "--config", str(tiny_config(tmp_path / "t.yaml", Path(data))), "--project", str(out)],
+    }[command]  # fmt: skip
+    assert main(argv) == 2
+    line = _one_line(capsys)
+    assert str(blocker) in line and ("Not a directory" in line or "cannot write" in line), line

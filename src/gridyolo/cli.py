@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -298,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except GridyoloError as exc:
         print(f"gridyolo: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user named cannot be read or written (missing folder, read-only, full)
+        where = re.sub(r"(\.\d+)?\.tmp$", "", exc.filename) if isinstance(exc.filename, str) else "input/output"
+        print(f"gridyolo: error: {where}: {exc.strerror or exc.__class__.__name__}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,7 @@ registers with TorchScript.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -67,7 +68,10 @@ def export_torchscript(weights: str, out: str, img_size: int | None = None, **th
     tmp = f"{out}.tmp"
     with _jit_without_deprecation_notice():
         scripted = torch.jit.script(model)
-        torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(info)})
+        try:
+            torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(info)})
+        except RuntimeError as exc:  # torch reports a failed open or write as a RuntimeError
+            raise GridyoloError(f"{out}: cannot write ({str(exc).splitlines()[0][-120:]})") from None
     os.replace(tmp, out)  # atomic: a reader never sees half a file
     return info
 
@@ -147,9 +151,11 @@ def export_onnx(weights: str, out: str, img_size: int | None = None, opset: int 
     detector.head.pool = _fixed_size_pool(detector, example)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.{os.getpid()}.tmp"  # two processes exporting the same file never share a temp file
+    # the TorchScript-based exporter: torch >= 2.9 defaults to dynamo, torch < 2.5 has no such argument
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(
         detector, (example,), tmp, input_names=["images"], output_names=["raw"], opset_version=opset,
-        dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}}, dynamo=False,
+        dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}}, **legacy,
     )  # fmt: skip
     import onnx
 

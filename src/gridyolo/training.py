@@ -109,6 +109,9 @@ class GridYoloModule(L.LightningModule):
         check_input_size(input_size, backbone_stride(backbone), "model.input_size")
         self.save_hyperparameters()
         num_classes = len(class_names)
+        # kept here, not only in hparams: LightningCLI < 2.5 saves hparams from the config, without the
+        # values linked from the data at instantiation (class names and ids)
+        self.class_names = list(class_names)
         self.category_ids = list(category_ids) if category_ids else list(range(1, num_classes + 1))
         self.model = build_detector(backbone, num_classes, grid_size, num_boxes, weights, head_channels)
         self.backbone_frozen = False  # during the first freeze_backbone_epochs epochs
@@ -135,7 +138,7 @@ class GridYoloModule(L.LightningModule):
         hp = self.hparams
         return ModelMeta(
             backbone=hp.backbone, grid_size=hp.grid_size, num_boxes=hp.num_boxes, head_channels=hp.head_channels,
-            class_names=list(hp.class_names), category_ids=self.category_ids, input_size=hp.input_size,
+            class_names=self.class_names, category_ids=self.category_ids, input_size=hp.input_size,
             resize_mode=hp.resize_mode, mean=self.model.mean.flatten().tolist(), std=self.model.std.flatten().tolist(),
         )  # fmt: skip
 
@@ -144,10 +147,10 @@ class GridYoloModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("gridyolo", {}).get("class_names")
-        if saved is not None and list(saved) != list(self.hparams.class_names):
+        if saved is not None and list(saved) != self.class_names:
             raise GridyoloError(
                 f"the checkpoint has {len(saved)} classes ({', '.join(saved[:5])}...) but the data has "
-                f"{len(self.hparams.class_names)}: resume or evaluate with the data it was trained on"
+                f"{len(self.class_names)}: resume or evaluate with the data it was trained on"
             )
 
     # -- training -----------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ than augmenting the full-size image. Augmentation applies to training only.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
-import albumentations as A
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 from jsonargparse.typing import ClosedUnitInterval, restricted_number_type
