@@ -168,3 +168,14 @@ def test_when_no_predictor_overlaps_the_closest_is_responsible():
     loss(raw, target, (100, 100))["coord"].backward()
     grad = raw.grad.reshape(-1)
     assert grad[5:9].abs().sum() > 0 and grad[0:4].abs().sum() == 0
+
+
+def test_exist_ok_never_reuses_a_folder_a_run_wrote_into(tiny_root, tmp_path, capsys):
+    from gridyolo.cli import main
+
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, trainer__max_epochs=1)
+    (tmp_path / "runs" / "exp").mkdir(parents=True)
+    (tmp_path / "runs" / "exp" / "config.yaml").write_text("from a run that stopped before its first epoch\n")
+    assert main(["train", "--config", str(config), "--project", str(tmp_path / "runs"), "--exist_ok", "true"]) == 0
+    assert (tmp_path / "runs" / "exp2" / "weights" / "last.ckpt").exists()
+    assert (tmp_path / "runs" / "exp" / "config.yaml").read_text().startswith("from a run")

@@ -15,16 +15,18 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+RUN_RECORDS = ("weights", "config.yaml", "status.json", "metrics.csv", "metrics.json")
+
 
 def new_run_dir(project: str | os.PathLike, name: str, exist_ok: bool = False) -> Path:
     """Create and return ``project/name``, or ``name2``, ``name3``... if taken (atomic ``mkdir``).
 
-    ``exist_ok`` reuses ``project/name`` when it exists but holds no ``weights/`` yet (the demo writes
-    its data there first); a directory with weights is never reused.
+    ``exist_ok`` reuses ``project/name`` when it exists but holds no run records yet (the demo writes
+    its data there first); a directory that a run has written into is never reused.
     """
     if exist_ok:
         wanted = Path(project) / name
-        if not (wanted / "weights").exists():
+        if not any((wanted / record).exists() for record in RUN_RECORDS):
             wanted.mkdir(parents=True, exist_ok=True)
             return wanted
     for i in itertools.count(1):
