@@ -238,7 +238,8 @@ def run_detect(
 
     bar = tqdm(total=expected or len(resolved.paths) or None, unit="frame" if capture else "img",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
-    reader = FrameReader(resolved, capture, prefetch=max(2 * batch_size, 8), max_frames=max_frames, warn=tqdm.write)
+    prefetch = min(max(2 * batch_size, 8), 64)  # frames decoded ahead: bounded whatever --batch is
+    reader = FrameReader(resolved, capture, prefetch=prefetch, max_frames=max_frames, warn=tqdm.write)
     timer, display, written = StageTimer(), _Display(show), 0
     jsonl = open(out_dir / "predictions.jsonl", "w", encoding="utf-8") if save_json else None  # noqa: SIM115
     names_used: set[str] = set()
