@@ -24,7 +24,12 @@ def _data_check(args: argparse.Namespace) -> int:
         raise GridyoloError(f"--format {args.format} takes one ROOT, got {len(args.root)}")
     classes = _class_list(args.classes)
     reader = build_reader(roots, args.format, args.split, classes=classes)
-    report = dataset_report(reader, not args.no_decode, args.workers, not args.no_cache, progress=not args.json)
+    from gridyolo.models import backbone_stride
+
+    stride = backbone_stride(args.backbone)
+    report = dataset_report(reader, not args.no_decode, args.workers, not args.no_cache, progress=not args.json,
+                            stride=stride, resize_mode=args.resize_mode)  # fmt: skip
+    report["backbone"] = args.backbone
     print(json.dumps(report) if args.json else format_report(report))
     return 0 if report["ok"] else 1
 
@@ -92,13 +97,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _class_list(text: str | None) -> list[str] | None:
-    """``--classes a,b,c`` as a list (``None`` when not given)."""
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise GridyoloError(f"--classes '{text}': empty class name in the comma-separated list")
-    return names
+    """``--classes``: a comma-separated list, a file of names, or ``voc`` (``None`` when not given)."""
+    from gridyolo.data.classes import parse_class_list
+
+    return parse_class_list(text)
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -111,6 +113,8 @@ def _detect(args: argparse.Namespace) -> int:
     for note in result["warnings"]:
         print(f"gridyolo: warning: {note}", file=sys.stderr)
     print(f"{result['timing']} ({result['backend']} on {result['device']})")
+    counts = ", ".join(f"{n} {name}" for name, n in result["boxes_per_class"].items()) or "no boxes"
+    print(f"found {counts} at --conf {result['conf_threshold']:g}")
     print(f"results in {result['out']}" + (f" (video {result['video']})" if result["video"] else ""))
     if result["predictions"]:
         print(f"predictions in {result['predictions']}")
@@ -183,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--split", default=None, help="COCO instances_SPLIT.json, VOC ImageSets/Main/SPLIT.txt, YOLO key"
     )
-    check.add_argument("--classes", default=None, help="VOC: comma-separated class list (default: found in the files)")
+    check.add_argument("--classes", default=None, help="VOC: a,b,c, a file of names, or voc (default: from the files)")
+    check.add_argument("--backbone", default="efficientnet_lite0_s16", help="the grid recommendation's backbone")
+    check.add_argument("--resize-mode", default="letterbox", choices=("letterbox", "stretch"))
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--no-decode", action="store_true", help="skip decoding every image (annotations only)")
     check.add_argument("--no-cache", action="store_true", help="decode every image again, ignoring the cache")
@@ -198,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True, help="output root (new or empty unless --exist-ok)")
     convert.add_argument("--out-split", default=None, help="split name in the output (default: --split)")
     convert.add_argument("--images", default="copy", choices=("copy", "symlink", "hardlink"))
-    convert.add_argument("--classes", default=None, help="VOC source: comma-separated class list")
+    convert.add_argument("--classes", default=None, help="VOC source: class list: a,b,c, a file of names, or voc")
     convert.add_argument("--exist-ok", action="store_true", help="write into a non-empty --out (add a split)")
     convert.add_argument("--json", action="store_true", help="print one JSON object")
     convert.set_defaults(func=_data_convert)
@@ -223,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--save-json", default=None, help="write the COCO results json (and a _gt.json for non-COCO)")
     evaluate.add_argument("--plots", default=None, metavar="DIR", help="write PR curves and the confusion matrix")
-    evaluate.add_argument("--classes", default=None, help="VOC with --predictions: comma-separated class list")
+    evaluate.add_argument("--classes", default=None, help="VOC with --predictions: a,b,c, a file of names, or voc")
     evaluate.add_argument("--exist-ok", action="store_true", help="overwrite --save-json / --plots outputs")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_eval)

@@ -118,3 +118,10 @@ def decode_targets_batch(
         iou_threshold=iou_threshold,
         max_detections=max_detections,
     )
+
+
+def peak_scores(raw: Tensor, num_boxes: int) -> Tensor:
+    """``[N]``: the highest ``conf × P(class)`` of each image's grid, before any threshold (what a run
+    that found nothing reports, so the user sees how far below ``--conf`` the model scored)."""
+    pred = activate(raw.float(), num_boxes)
+    return (pred.conf * pred.class_prob.amax(dim=-1, keepdim=True)).flatten(1).amax(dim=1)

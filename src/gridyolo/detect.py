@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from gridyolo import ort_backend
 from gridyolo.checkpoint import weights_format
+from gridyolo.decode import peak_scores
 from gridyolo.drawing import draw_detections
 from gridyolo.errors import GridyoloError
 from gridyolo.export import inference_from_checkpoint, load_torchscript
@@ -137,8 +139,11 @@ def _sync(device: str) -> None:
 
 
 @torch.inference_mode()
-def predict_frames(model: torch.nn.Module, frames: list[Frame], device: str, timer: StageTimer) -> list[dict]:
-    """Run one batch through the three stages, timing each."""
+def predict_frames(
+    model: torch.nn.Module, frames: list[Frame], device: str, timer: StageTimer, num_boxes: int = 2
+) -> tuple[list[dict], float]:
+    """Run one batch through the three stages, timing each; also the batch's highest score before the
+    threshold (``decode.peak_scores``)."""
     start = time.perf_counter()
     tensors = [torch.from_numpy(np.ascontiguousarray(f.image)).permute(2, 0, 1) for f in frames]
     batch, params, sizes = model.preprocess(tensors)
@@ -155,7 +160,8 @@ def predict_frames(model: torch.nn.Module, frames: list[Frame], device: str, tim
     timer.totals["decode_nms"] += (t3 - t2) * 1000
     timer.totals["read"] += sum(f.read_ms for f in frames)
     timer.images += len(frames)
-    return [{k: v.cpu() for k, v in d.items()} for d in detections]
+    peak = float(peak_scores(torch.as_tensor(raw), num_boxes).max())
+    return [{k: v.cpu() for k, v in d.items()} for d in detections], peak
 
 
 def prediction_record(frame: Frame, det: dict, class_names: list[str]) -> dict:
@@ -243,12 +249,15 @@ def run_detect(
     timer, display, written = StageTimer(), _Display(show), 0
     jsonl = open(out_dir / "predictions.jsonl", "w", encoding="utf-8") if save_json else None  # noqa: SIM115
     names_used: set[str] = set()
+    found, peak = Counter(), 0.0
     start = time.perf_counter()
     try:
         for frames in batched(iter(reader), batch_size):
-            detections = predict_frames(model, frames, device, timer)
+            detections, batch_peak = predict_frames(model, frames, device, timer, int(info["num_boxes"]))
+            peak = max(peak, batch_peak)
             t0 = time.perf_counter()
             for frame, det in zip(frames, detections):
+                found.update(class_names[i] for i in det["labels"].tolist())
                 drawn = draw_detections(frame.image, det["boxes"].numpy(), det["scores"].numpy(),
                                         det["labels"].numpy(), class_names)  # fmt: skip
                 if writer is not None:
@@ -283,12 +292,16 @@ def run_detect(
         notes.append(f"{resolved.spec}: video ended early: decoded {reader.decoded} of {expected} frames, kept them")
     if written == 0:
         notes.append(f"{resolved.spec}: nothing could be read")
+    elif not found:
+        notes.append(f"no box scored {conf_threshold:g} or more in {written} image(s); the highest score was "
+                     f"{peak:.3g} (lower --conf to see weaker detections)")  # fmt: skip
     return {
         "out": str(out_dir), "source": resolved.spec, "kind": resolved.kind, "images": written,
         "video": str(video_path) if video_path else None, "expected_frames": expected or None,
         "predictions": str(out_dir / "predictions.jsonl") if save_json else None,
         "ms_per_image": timer.per_image(), "seconds": round(seconds, 3), "timing": timer.format(seconds),
-        "device": device, "backend": info["backend"], "warnings": notes,
+        "device": device, "backend": info["backend"], "warnings": notes, "conf_threshold": conf_threshold,
+        "boxes_per_class": dict(found.most_common()), "peak_score": round(peak, 5),
     }  # fmt: skip
 
 

@@ -32,7 +32,7 @@ def draw_detections(
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
         name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
-        text = f"{name} {float(score):.2f}"
+        text = f"{name} {float(score):.2g}"  # two significant digits: 0.014 stays visible
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         top = max(y1 - th - base - 2, 0)
         cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)

@@ -65,6 +65,8 @@ def resolve_source(spec: str) -> Source:
         return Source("images", spec, files)
     require_regular_file(spec, "source")  # a named pipe as a "video" would block forever
     suffix = os.path.splitext(spec)[1].lower()
+    if suffix == ".txt":
+        return Source("images", spec, list_file_images(spec))
     if suffix in VIDEO_SUFFIXES:
         return Source("video", spec, [spec])
     if suffix in IMAGE_SUFFIXES:
@@ -72,6 +74,31 @@ def resolve_source(spec: str) -> Source:
     raise GridyoloError(
         f"{spec}: not an image ({', '.join(IMAGE_SUFFIXES)}) or video ({', '.join(VIDEO_SUFFIXES)}) file"
     )
+
+
+def list_file_images(path: str) -> list[str]:
+    """The images a text file names, one per line: a path (absolute, or relative to the working folder
+    or to the file), or an image id of a VOC split file (``ImageSets/Main/x.txt`` -> ``JPEGImages/id.*``).
+    Lines that name no image are an error listing the first of them."""
+    folder = os.path.dirname(os.path.abspath(path))
+    voc_images = os.path.join(folder, "..", "..", "JPEGImages")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    except UnicodeDecodeError:
+        raise GridyoloError(f"{path}: not a UTF-8 text file of image paths") from None
+    images, missing = [], []
+    for line in lines:
+        entry = line.split()[0] if not os.path.exists(line) else line  # VOC lines may carry a flag: "id 1"
+        candidates = [entry, os.path.join(folder, entry)]
+        candidates += [os.path.join(voc_images, entry + suffix) for suffix in (".jpg", ".jpeg", ".png", ".JPG")]
+        found = next((os.path.normpath(c) for c in candidates if os.path.isfile(c)), None)
+        (images if found else missing).append(found or line)
+    if missing:
+        raise GridyoloError(f"{path}: {len(missing)} of {len(lines)} line(s) name no image (first: '{missing[0]}')")
+    if not images:
+        raise GridyoloError(f"{path}: lists no images")
+    return images
 
 
 def open_capture(source: Source) -> cv2.VideoCapture:

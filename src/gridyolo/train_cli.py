@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,6 +157,8 @@ def run_train(argv: Sequence[str]) -> int:
     except BaseException:
         _remove_empty_run_dir()  # a run that never started leaves no folder behind
         raise
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        _warn_if_the_grid_does_not_fit(cli.model, cli.datamodule)
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
     except SystemExit as exc:  # Lightning exits 1 after Ctrl-C; SIGTERM arrives as SIGTERMException
@@ -165,6 +168,19 @@ def run_train(argv: Sequence[str]) -> int:
             return 128 + signal.SIGINT
         raise
     return 0
+
+
+def _warn_if_the_grid_does_not_fit(model: GridYoloModule, data: DetectionDataModule) -> None:
+    """Before the first step: a grid the feature map does not divide into (ONNX export would fail) or
+    one where many objects lose their cell (``data.grid_fit.grid_warnings``)."""
+    from gridyolo.data.grid_fit import grid_warnings
+    from gridyolo.models import backbone_stride
+
+    data.prepare_readers()
+    hp = model.hparams
+    stride = backbone_stride(hp.backbone)
+    for note in grid_warnings(data.train_reader.records, hp.grid_size, hp.input_size, stride, hp.resize_mode):
+        print(f"gridyolo: warning: {note}", file=sys.stderr, flush=True)
 
 
 def _remove_empty_run_dir() -> None:

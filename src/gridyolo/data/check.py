@@ -7,12 +7,13 @@ from collections import Counter
 import numpy as np
 
 from gridyolo.data.base import DetectionReader
+from gridyolo.data.grid_fit import grid_report
 from gridyolo.data.image_check import FATAL, check_images
 
 
 def dataset_report(
     reader: DetectionReader, decode_images: bool = True, workers: int | None = None, use_cache: bool = True,
-    progress: bool = False,
+    progress: bool = False, stride: int | None = None, resize_mode: str = "letterbox",
 ) -> dict:  # fmt: skip
     """Counts of a dataset and everything wrong with it, as one JSON-ready dict.
 
@@ -21,9 +22,13 @@ def dataset_report(
     ``image_sizes`` (``"WxH"`` -> images, most common first), ``clipped`` and ``dropped``
     (lists of ``{"file", "reason", "box"}``), ``notes`` (findings that changed nothing),
     ``image_problems`` (``{"file", "kind", "detail"}`` from decoding every image, see
-    ``image_check``; absent when ``decode_images`` is off) and ``ok`` (no problem that stops training).
+    ``image_check``; absent when ``decode_images`` is off), ``grid`` (with a backbone ``stride``: object
+    sizes, cell ownership per grid size, a recommended grid and input size; ``grid_fit.grid_report``)
+    and ``ok`` (no problem that stops training).
     """
     report = _counts(reader)
+    if stride is not None:
+        report["grid"] = grid_report(reader.records, stride, resize_mode)
     report["notes"] = list(getattr(reader, "notes", []))
     if decode_images:
         problems = check_images(reader.records, reader.name, workers, use_cache, progress)
@@ -68,8 +73,26 @@ def format_report(report: dict, max_sizes: int = 5) -> str:
         lines.append(f"{key} boxes: {len(report[key])}")
         lines += [f"  {item['file']}: {item['reason']}" for item in report[key]]
     lines += [f"note: {note}" for note in report.get("notes", [])]
+    if "grid" in report:
+        lines += _format_grid(report["grid"], report.get("backbone", ""))
     if "image_problems" in report:
         problems = report["image_problems"]
         lines.append(f"image problems: {len(problems)} (every image decoded)")
         lines += [f"  {p['file']}: {p['kind']}: {p['detail']}" for p in problems]
     return "\n".join(lines)
+
+
+def _format_grid(grid: dict, backbone: str) -> list[str]:
+    size = grid["object_size"]
+    lines = [f"grid fit for {backbone or 'the backbone'} (stride {grid['stride']}), {grid['objects']} objects:"]
+    if size.get("relative_size"):
+        q = size["relative_size"]
+        lines.append(f"  object size sqrt(area) / input: p10 {q['p10']:.3f}, median {q['p50']:.3f}, p90 {q['p90']:.3f}")
+    lines.append("  S   own a cell   input sizes whose feature map fits S (k*S*stride)")
+    for c in grid["candidates"]:
+        sizes = ", ".join(map(str, c["input_sizes"][:5])) or "-"
+        lines.append(f"  {c['grid_size']:<3} {c['owning_cell']:>9.1%}   {sizes}")
+    rec = grid["recommended"]
+    lines.append(f"recommended: grid_size {rec['grid_size']}, input_size {rec['input_size']} "
+                 f"(feature map {rec['feature_map']}x{rec['feature_map']}): {rec['why']}")  # fmt: skip
+    return lines

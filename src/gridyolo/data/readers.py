@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gridyolo.data.base import DetectionReader
+from gridyolo.data.classes import parse_class_list
 from gridyolo.data.coco import CocoReader
-from gridyolo.data.voc import VOC_CLASSES, VocReader
+from gridyolo.data.voc import VocReader
 from gridyolo.data.yolo_txt import YoloTxtReader
 from gridyolo.errors import DatasetError
 
@@ -26,7 +27,8 @@ def build_reader(
         format: ``coco``, ``voc`` or ``yolo``.
         split: COCO ``instances_{split}.json``; VOC ``ImageSets/Main/{split}.txt`` (``None``: every xml);
             YOLO key in the YAML (``None``: ``train``).
-        classes: VOC only: a list of names, ``"voc"`` for the 20 VOC classes, ``None`` to infer them.
+        classes: VOC only: a list of names, a comma-separated string, a file, ``"voc"`` for the 20 VOC
+            classes, ``None`` to infer them (``data.classes.parse_class_list``).
     """
     if format not in FORMATS:
         raise DatasetError(f"unknown dataset format '{format}' (choose one of: {', '.join(FORMATS)})")
@@ -45,8 +47,7 @@ def _build(root: str | Sequence[str], format: str, split: str | None, classes) -
             raise DatasetError("COCO reads a single root")
         return CocoReader.from_root(root, split)
     if format == "voc":
-        class_list = VOC_CLASSES if classes == "voc" else classes
-        return VocReader(root, split, class_list)
+        return VocReader(root, split, parse_class_list(classes))
     if not isinstance(root, str):
         raise DatasetError("YOLO txt reads a single data YAML")
     return YoloTxtReader(root, split or "train")

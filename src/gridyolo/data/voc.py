@@ -9,15 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from gridyolo.data.base import DetectionReader, check_root_exists, format_hint
+from gridyolo.data.classes import VOC_CLASSES, parse_class_list
 from gridyolo.data.images import IMAGE_SUFFIXES, read_image_size
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
 from gridyolo.inputs import require_regular_file
-
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
 
 
 class VocReader(DetectionReader):
@@ -38,6 +34,8 @@ class VocReader(DetectionReader):
         self, roots: str | Sequence[str], split: str | None = "trainval", classes: Sequence[str] | None = VOC_CLASSES
     ) -> None:
         roots = [roots] if isinstance(roots, str) else list(roots)
+        if isinstance(classes, str):  # "raccoon" is one class, never the letters r, a, c, ...
+            classes = parse_class_list(classes)
         self.name = ",".join(roots) + (f":{split}" if split else "")
         self.issues = []
         entries = [(root, xml) for root in roots for xml in self._xml_files(root, split)]

@@ -1,0 +1,113 @@
+"""Which grid fits a dataset: object sizes, the share of objects that own a cell (YOLOv1 keeps one
+object per cell), feature-map sizes, and a recommended grid size S and input size for a backbone.
+
+A grid S fits an input size when the backbone's feature map (``input / stride``) is S or a multiple
+of it: the head then pools whole blocks (ONNX export needs it; smaller maps are up-sampled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from gridyolo.data.sample import ImageRecord
+from gridyolo.data.transforms import letterbox_geometry
+from gridyolo.grid import assign_cells
+
+GRID_SIZES = (4, 5, 7, 8, 10, 13, 14, 16, 20, 26)
+OWN_CELL_TARGET = 0.97  # share of objects that must own a cell for a grid to be recommended
+CPU_INPUT_RANGE = (256, 512)  # input sizes that train in minutes on a small CPU
+
+
+def input_fractions(records: Sequence[ImageRecord], resize_mode: str = "letterbox", size: int = 640) -> tuple:
+    """``(boxes [M, 4] xyxy fractions of the model input, image index [M])`` after letterbox/stretch."""
+    boxes, index = [], []
+    for i, record in enumerate(records):
+        if not len(record.boxes):
+            continue
+        new_w, new_h, pad_x, pad_y = letterbox_geometry(record.height, record.width, size, resize_mode)
+        scale = np.array([new_w / record.width, new_h / record.height] * 2)
+        pad = np.array([pad_x, pad_y] * 2)
+        boxes.append((record.boxes * scale + pad) / size)
+        index.append(np.full(len(record.boxes), i))
+    if not boxes:
+        return np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
+    return np.concatenate(boxes), np.concatenate(index)
+
+
+def owning_share(boxes: np.ndarray, index: np.ndarray, grid_size: int) -> float:
+    """Share of objects that own their cell at grid ``grid_size`` (``grid.assign_cells``, as the loss)."""
+    if not len(boxes):
+        return 1.0
+    cells = assign_cells(torch.from_numpy(boxes).float(), torch.zeros(len(boxes), dtype=torch.int64),
+                         torch.from_numpy(index).long(), grid_size)  # fmt: skip
+    return len(cells.index) / len(boxes)
+
+
+def fitting_input_sizes(grid_size: int, stride: int, limit: int = 1024) -> list[int]:
+    """Input sizes whose feature map is a whole multiple of the grid: ``k * S * stride``."""
+    step = grid_size * stride
+    return list(range(step, limit + 1, step))
+
+
+def grid_report(
+    records: Sequence[ImageRecord], stride: int, resize_mode: str = "letterbox", grid_sizes: Sequence[int] = GRID_SIZES
+) -> dict:
+    """Object sizes, per-grid cell ownership and fitting input sizes, and a recommendation.
+
+    Keys: ``object_size`` (quantiles of √(box area / input area) and of the shorter box side as a
+    fraction of the input), ``candidates`` (``grid_size``, ``owning_cell``, ``input_sizes`` whose
+    feature map fits), ``recommended`` (``grid_size``, ``input_size``, ``feature_map``, ``why``).
+    """
+    boxes, index = input_fractions(records, resize_mode)
+    sides = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) if len(boxes) else np.zeros((0, 2))
+    quantiles = (0.1, 0.5, 0.9)
+    object_size = {
+        "relative_size": {f"p{int(q * 100)}": round(float(np.quantile(np.sqrt(sides.prod(1)), q)), 4)
+                          for q in quantiles} if len(boxes) else {},
+        "shorter_side": {f"p{int(q * 100)}": round(float(np.quantile(sides.min(1), q)), 4)
+                         for q in quantiles} if len(boxes) else {},
+    }  # fmt: skip
+    candidates = [
+        {"grid_size": s, "owning_cell": round(owning_share(boxes, index, s), 4),
+         "input_sizes": fitting_input_sizes(s, stride)}
+        for s in grid_sizes
+    ]  # fmt: skip
+    return {"stride": stride, "objects": int(len(boxes)), "object_size": object_size, "candidates": candidates,
+            "recommended": _recommend(candidates, object_size, stride)}  # fmt: skip
+
+
+def _recommend(candidates: list[dict], object_size: dict, stride: int) -> dict:
+    """The smallest grid where ``OWN_CELL_TARGET`` of the objects own a cell (coarse grids train faster
+    and see more context per cell), with the smallest fitting input in the CPU range whose small objects
+    (10th percentile of the shorter side) still span a feature-map cell."""
+    good = [c for c in candidates if c["owning_cell"] >= OWN_CELL_TARGET and c["input_sizes"]]
+    choice = good[0] if good else max(candidates, key=lambda c: c["owning_cell"])
+    small = object_size.get("shorter_side", {}).get("p10", 1.0)
+    sizes = choice["input_sizes"] or [choice["grid_size"] * stride]
+    in_range = [n for n in sizes if CPU_INPUT_RANGE[0] <= n <= CPU_INPUT_RANGE[1]] or sizes
+    sharp = [n for n in in_range if small * n >= stride]
+    size = sharp[0] if sharp else in_range[-1]
+    why = (f"{choice['owning_cell']:.1%} of objects own a cell at S={choice['grid_size']}"
+           + ("" if good else f" (no grid reaches {OWN_CELL_TARGET:.0%})")
+           + f"; small objects (10th percentile) span {small * size:.0f} px at {size} px, stride {stride}")  # fmt: skip
+    return {"grid_size": choice["grid_size"], "input_size": size, "feature_map": size // stride, "why": why}
+
+
+def grid_warnings(records: Sequence[ImageRecord], grid_size: int, input_size: int, stride: int,
+                  resize_mode: str = "letterbox", max_lost: float = 0.03) -> list[str]:  # fmt: skip
+    """What training says at start when the grid does not fit the data or the backbone."""
+    notes = []
+    features = input_size // stride
+    if features % grid_size:
+        fits = ", ".join(map(str, fitting_input_sizes(grid_size, stride, max(2 * input_size, 1024))[:4]))
+        notes.append(f"the {features}x{features} feature map does not divide into the {grid_size}x{grid_size} grid "
+                     f"(ONNX export will fail); input sizes that fit: {fits}")  # fmt: skip
+    boxes, index = input_fractions(records, resize_mode)
+    lost = 1.0 - owning_share(boxes, index, grid_size)
+    if lost > max_lost:
+        notes.append(f"{lost:.1%} of the training objects share a cell with a larger one at S={grid_size} and are "
+                     "never targets; gridyolo data check recommends a grid")  # fmt: skip
+    return notes
