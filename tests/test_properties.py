@@ -217,7 +217,7 @@ def test_argument_layer_any_input(command, extra, capsys):
         assert exc.code == 2 and len(err.strip().splitlines()) == 1 and "error:" in err, err
         return
     for name in ("conf", "iou"):
-        if hasattr(args, name):
+        if getattr(args, name, None) is not None:  # detect's --conf: None means the model's own
             assert 0.0 <= getattr(args, name) <= 1.0 and math.isfinite(getattr(args, name))
     for name in ("img_size", "batch", "max_frames", "max_det", "grid", "boxes", "workers"):
         value = getattr(args, name, None)

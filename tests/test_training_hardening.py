@@ -35,7 +35,9 @@ def tiny_root(tmp_path_factory):
 def _start_training(tmp_path, config, name):
     command = [sys.executable, "-m", "gridyolo.cli", "train", "--config", str(config), "--project",
                str(tmp_path / "runs"), "--name", name]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell runs background jobs (and so pytest, and this child) with SIGINT ignored; Ctrl-C is what we test
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
 def _interrupt_after_first_checkpoint(process, last, sig) -> tuple[int, str]:

@@ -33,6 +33,9 @@ class ModelMeta:
     mean: list[float]
     std: list[float]
     version: str = __version__
+    # detect's default --conf: the score threshold with the best F1 on the validation split (None in
+    # checkpoints written before it existed: 0.25 then)
+    conf_threshold: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -40,6 +43,16 @@ class ModelMeta:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+DEFAULT_CONF_THRESHOLD = 0.25
+
+
+def resolve_conf_threshold(given: float | None, stored: float | None) -> float:
+    """The score threshold in force: the one given, else the model's F1-optimal one, else 0.25."""
+    if given is not None:
+        return float(given)
+    return float(stored) if stored is not None else DEFAULT_CONF_THRESHOLD
 
 
 def weights_format(path: str) -> str:

@@ -50,12 +50,13 @@ def _data_convert(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from gridyolo.inputs import check_input_size
-    from gridyolo.models import backbone_stride, build_detector
-    from gridyolo.summary import format_summary, model_summary
+    from gridyolo.models import backbone_stride
+    from gridyolo.summary import format_summary, model_summary, summarized_model
 
-    check_input_size(args.img_size, backbone_stride(args.backbone))
-    model = build_detector(args.backbone, num_classes=args.classes, grid_size=args.grid, num_boxes=args.boxes)
-    summary = model_summary(model, args.img_size)
+    model, img_size = summarized_model(args.weights, args.config, args.backbone, args.classes, args.grid, args.boxes,
+                                       args.img_size)  # fmt: skip
+    check_input_size(img_size, backbone_stride(model.backbone_name))
+    summary = model_summary(model, img_size)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
@@ -114,7 +115,7 @@ def _detect(args: argparse.Namespace) -> int:
         print(f"gridyolo: warning: {note}", file=sys.stderr)
     print(f"{result['timing']} ({result['backend']} on {result['device']})")
     counts = ", ".join(f"{n} {name}" for name, n in result["boxes_per_class"].items()) or "no boxes"
-    print(f"found {counts} at --conf {result['conf_threshold']:g}")
+    print(f"found {counts} at --conf {result['conf_threshold']:g} ({result['conf_source']})")
     print(f"results in {result['out']}" + (f" (video {result['video']})" if result["video"] else ""))
     if result["predictions"]:
         print(f"predictions in {result['predictions']}")
@@ -238,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--weights", required=True, help="checkpoint (.ckpt), or an exported TorchScript or .onnx file")
     detect.add_argument("--source", required=True, help="image, directory, glob, video, webcam index (0) or URL")
     detect.add_argument("--out", default=None, help="output directory (default: a new runs/detect/expN)")
-    detect.add_argument("--conf", type=unit_interval, default=0.25, help="score threshold")
+    detect.add_argument("--conf", type=unit_interval, default=None,
+                        help="score threshold (default: the model's F1-optimal one, else 0.25)")  # fmt: skip
     detect.add_argument("--iou", type=unit_interval, default=0.45, help="NMS IoU threshold")
     detect.add_argument("--img-size", type=positive_int, default=None, help="model input size (default: training size)")
     detect.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -281,11 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs and receptive field")
-    summary.add_argument("--backbone", default="resnet18")
-    summary.add_argument("--img-size", type=positive_int, default=448)
-    summary.add_argument("--grid", type=positive_int, default=7)
-    summary.add_argument("--boxes", type=positive_int, default=2)
-    summary.add_argument("--classes", type=positive_int, default=20)
+    summary.add_argument("--weights", default=None, help="describe exactly this checkpoint's model")
+    summary.add_argument("--config", default=None, help="describe the model of this training config")
+    summary.add_argument("--backbone", default=None, help="default: resnet18")
+    summary.add_argument("--img-size", type=positive_int, default=None, help="default: the model's, else 448")
+    summary.add_argument("--grid", type=positive_int, default=None, help="S (default 7)")
+    summary.add_argument("--boxes", type=positive_int, default=None, help="B (default 2)")
+    summary.add_argument("--classes", type=positive_int, default=None, help="C (default 20)")
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.set_defaults(func=_summary)
     return parser
@@ -306,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GridyoloError as exc:
         print(f"gridyolo: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `gridyolo summary | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a path the user named cannot be read or written (missing folder, read-only, full)
         where = re.sub(r"(\.\d+)?\.tmp$", "", exc.filename) if isinstance(exc.filename, str) else "input/output"
         print(f"gridyolo: error: {where}: {exc.strerror or exc.__class__.__name__}", file=sys.stderr)

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from gridyolo import ort_backend
-from gridyolo.checkpoint import weights_format
+from gridyolo.checkpoint import resolve_conf_threshold, weights_format
 from gridyolo.decode import peak_scores
 from gridyolo.drawing import draw_detections
 from gridyolo.errors import GridyoloError
@@ -39,14 +39,13 @@ STAGES = ("read", "preprocess", "model", "decode_nms", "draw_write")
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-THRESHOLD_KEYS = ("conf_threshold", "iou_threshold", "max_detections")
 
 
 def load_detector(
     weights: str,
     device: str = "cpu",
     img_size: int | None = None,
-    conf_threshold: float = 0.25,
+    conf_threshold: float | None = None,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
     backend: str = "auto",
@@ -60,7 +59,19 @@ def load_detector(
       ``ort_backend.RAW_TOLERANCE`` on a probe batch; otherwise, or with ``backend="torch"``, the eager
       model in channels_last;
     - an exported TorchScript file: that file; an exported ``.onnx`` file: ONNX Runtime.
+
+    ``conf_threshold`` ``None``: the model's own (F1-optimal on its validation split, stored at
+    training), else 0.25; ``info["conf_threshold"]`` / ``info["conf_source"]`` say which.
     """
+    model, info = _load_detector(weights, device, img_size, conf_threshold, iou_threshold, max_detections, backend)
+    stored = info.get("conf_threshold") if conf_threshold is None else None
+    info["conf_source"] = "--conf" if conf_threshold is not None else (
+        "the model's F1-optimal threshold" if stored is not None else "the default")  # fmt: skip
+    info.update(conf_threshold=float(model.conf_threshold), iou_threshold=iou_threshold, max_detections=max_detections)
+    return model, info
+
+
+def _load_detector(weights, device, img_size, conf_threshold, iou_threshold, max_detections, backend):
     if backend not in BACKENDS:
         raise GridyoloError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     kind = weights_format(weights)
@@ -75,13 +86,14 @@ def load_detector(
         if img_size and img_size != model.input_size:
             raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
                                 f"needs a new export")  # fmt: skip
-        return model, {**model.info, **dict(zip(THRESHOLD_KEYS, thresholds)), "backend": "onnxruntime", "notes": notes}
+        return model, {**model.info, "backend": "onnxruntime", "notes": notes}
     if kind == "torchscript":
         if backend == "onnxruntime":
             raise GridyoloError(f"{weights}: a TorchScript file runs with torch; --backend onnxruntime needs a "
                                 f"checkpoint or an .onnx file")  # fmt: skip
         model, info = load_torchscript(weights, device)
-        model.conf_threshold, model.iou_threshold, model.max_detections = thresholds
+        model.conf_threshold = resolve_conf_threshold(conf_threshold, info.get("conf_threshold"))
+        model.iou_threshold, model.max_detections = iou_threshold, max_detections
         if img_size:
             check_input_size(img_size, backbone_stride(info["backbone"]))
             model.input_size = img_size
@@ -93,8 +105,7 @@ def load_detector(
     if on_cpu and backend != "torch" and ort_backend.onnxruntime_available():
         fast = _checked_onnxruntime(weights, img_size, thresholds, strict=backend == "onnxruntime", notes=notes)
         if fast is not None:
-            info = {**fast.info, **dict(zip(THRESHOLD_KEYS, thresholds))}
-            return fast, {**info, "backend": "onnxruntime", "notes": notes}
+            return fast, {**fast.info, "backend": "onnxruntime", "notes": notes}
     model, info = inference_from_checkpoint(weights, img_size, *thresholds)
     return model.to(device), {**info, "backend": "torch", "notes": notes}
 
@@ -197,7 +208,7 @@ def run_detect(
     weights: str,
     source: str,
     out: str | None = None,
-    conf_threshold: float = 0.25,
+    conf_threshold: float | None = None,
     iou_threshold: float = 0.45,
     img_size: int | None = None,
     device: str = "auto",
@@ -241,6 +252,7 @@ def run_detect(
             writer.release()
         raise
     class_names = list(info["class_names"])
+    conf_threshold = info["conf_threshold"]
 
     bar = tqdm(total=expected or len(resolved.paths) or None, unit="frame" if capture else "img",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
@@ -302,6 +314,7 @@ def run_detect(
         "ms_per_image": timer.per_image(), "seconds": round(seconds, 3), "timing": timer.format(seconds),
         "device": device, "backend": info["backend"], "warnings": notes, "conf_threshold": conf_threshold,
         "boxes_per_class": dict(found.most_common()), "peak_score": round(peak, 5),
+        "conf_source": info["conf_source"],
     }  # fmt: skip
 
 

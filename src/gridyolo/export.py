@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from gridyolo import __version__
-from gridyolo.checkpoint import detector_from_checkpoint, weights_format
+from gridyolo.checkpoint import detector_from_checkpoint, resolve_conf_threshold, weights_format
 from gridyolo.errors import GridyoloError
 from gridyolo.inference import InferenceModel
 from gridyolo.inputs import check_input_size
@@ -41,7 +41,7 @@ def _jit_without_deprecation_notice():
 def inference_from_checkpoint(
     path: str,
     img_size: int | None = None,
-    conf_threshold: float = 0.25,
+    conf_threshold: float | None = None,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
     channels_last: bool = True,
@@ -53,6 +53,7 @@ def inference_from_checkpoint(
     detector, meta = detector_from_checkpoint(path)
     size = img_size or meta.input_size
     check_input_size(size, backbone_stride(meta.backbone))
+    conf_threshold = resolve_conf_threshold(conf_threshold, meta.conf_threshold)
     model = InferenceModel(
         detector, size, meta.resize_mode, conf_threshold, iou_threshold, max_detections, channels_last=channels_last
     )

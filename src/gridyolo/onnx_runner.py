@@ -47,15 +47,18 @@ class OnnxDetector:
     """An exported ONNX file + the decode around it, with onnxruntime and numpy only."""
 
     def __init__(
-        self, path: str, conf_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100
+        self, path: str, conf_threshold: float | None = None, iou_threshold: float = 0.45, max_detections: int = 100
     ) -> None:
+        """``conf_threshold`` ``None``: the file's F1-optimal threshold (metadata), else 0.25."""
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = json.loads(meta["gridyolo.json"])
         self.size, self.num_boxes = int(self.info["input_size"]), int(self.info["num_boxes"])
-        self.conf_threshold, self.iou_threshold, self.max_detections = conf_threshold, iou_threshold, max_detections
+        stored = self.info.get("conf_threshold")
+        self.conf_threshold = conf_threshold if conf_threshold is not None else (stored if stored is not None else 0.25)
+        self.iou_threshold, self.max_detections = iou_threshold, max_detections
 
     def raw(self, batch: np.ndarray) -> np.ndarray:
         """``uint8 [N, 3, size, size]`` -> raw grid."""

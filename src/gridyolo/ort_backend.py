@@ -21,6 +21,7 @@ from torch import Tensor
 
 from gridyolo import __version__
 from gridyolo.cache import cache_dir
+from gridyolo.checkpoint import resolve_conf_threshold
 from gridyolo.data.transforms import PAD_VALUE
 from gridyolo.decode import decode_grid
 from gridyolo.errors import GridyoloError
@@ -48,7 +49,7 @@ class OnnxRuntimeModel:
     def __init__(
         self,
         path: str,
-        conf_threshold: float = 0.25,
+        conf_threshold: float | None = None,
         iou_threshold: float = 0.45,
         max_detections: int = 100,
         pre_nms_topk: int = 1000,
@@ -70,7 +71,8 @@ class OnnxRuntimeModel:
         self.input_size = int(self.info["input_size"])
         self.stretch = self.info["resize_mode"] == "stretch"
         self.num_boxes = int(self.info["num_boxes"])
-        self.conf_threshold, self.iou_threshold = conf_threshold, iou_threshold
+        self.conf_threshold = resolve_conf_threshold(conf_threshold, self.info.get("conf_threshold"))
+        self.iou_threshold = iou_threshold
         self.max_detections, self.pre_nms_topk = max_detections, pre_nms_topk
 
     def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -119,7 +121,7 @@ def raw_gap(reference: torch.nn.Module, model: OnnxRuntimeModel, seed: int = 0) 
 def onnxruntime_from_checkpoint(
     weights: str,
     img_size: int | None = None,
-    conf_threshold: float = 0.25,
+    conf_threshold: float | None = None,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
 ) -> tuple[OnnxRuntimeModel, float]:

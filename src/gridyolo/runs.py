@@ -145,26 +145,50 @@ class RunSummary(L.Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
-        final = dict(getattr(pl_module, "last_metrics", {}))
+        best_path = str(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
+        final, source = self.evaluate_best(trainer, pl_module, best_path)
         summary = {
-            **{k: v for k, v in final.items() if k != "per_class"},
+            **{k: v for k, v in final.items() if k not in ("per_class", "pr50")},
             "per_class": final.get("per_class", {}),
+            "metrics_of": source,
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "train_seconds": round(time.time() - self.start, 1),
             "best_map": float(checkpoint.best_model_score)
             if checkpoint and checkpoint.best_model_score is not None
             else None,
-            "best_checkpoint": str(checkpoint.best_model_path) if checkpoint else None,
+            "best_checkpoint": best_path,
             "history": self.history,
         }
-        summary.pop("pr50", None)
         write_json(self.run_dir / "metrics.json", summary)
-        self.write_plots(trainer, pl_module, final)
-        print(format_metrics_table(final, title=f"final validation ({len(self.history)} evaluations)"))
+        self.write_plots(trainer, final)
+        print(format_metrics_table(final, title=f"{source} on the validation split ({len(self.history)} epochs run)"))
+        if final.get("f1_threshold") is not None:
+            print(f"detect's default --conf: {final['f1_threshold']:.3g} (the F1-optimal score threshold, "
+                  f"F1 {final['f1']:.3f}; stored in the checkpoint)")  # fmt: skip
         print(f"run directory: {self.run_dir}")
 
-    def write_plots(self, trainer: L.Trainer, pl_module: L.LightningModule, final: dict) -> None:
+    def evaluate_best(self, trainer: L.Trainer, pl_module: L.LightningModule, best_path: str | None) -> tuple:
+        """Metrics, PR curves and confusion matrix of ``best.ckpt`` (what a user ships), evaluated again
+        on the validation split; the last validation's when there is no best checkpoint."""
+        data = trainer.datamodule
+        last = dict(getattr(pl_module, "last_metrics", {}))
+        if not best_path or not os.path.isfile(best_path) or getattr(data, "val_reader", None) is None:
+            return last, "the last validation"
+        from gridyolo.checkpoint import detector_from_checkpoint, load_checkpoint
+        from gridyolo.evaluation.runner import predict_reader, score_detections
+
+        epoch = int(load_checkpoint(best_path).get("epoch", -1))
+        model, meta = detector_from_checkpoint(best_path)
+        hp = pl_module.hparams
+        predictions = predict_reader(model, meta, data.val_reader, data.val_batch_size, hp.conf_threshold,
+                                     hp.iou_threshold, hp.max_detections, str(pl_module.device))  # fmt: skip
+        metrics = score_detections(data.val_reader, predictions, None, hp.eval_backend, None, None,
+                                   meta.conf_threshold)  # fmt: skip
+        self._best_predictions = predictions
+        return metrics, f"best.ckpt (epoch {epoch})"
+
+    def write_plots(self, trainer: L.Trainer, final: dict) -> None:
         from gridyolo.evaluation import plots
 
         data = trainer.datamodule
@@ -175,10 +199,11 @@ class RunSummary(L.Callback):
             plots.plot_training_curves(self.history, str(plots_dir / "curves.png"))
         if final.get("pr50"):
             plots.plot_pr_curves(final["pr50"], str(plots_dir / "pr_curves.png"))
-        predictions = getattr(pl_module, "_predictions", None)
+        predictions = getattr(self, "_best_predictions", None)
         if predictions and data is not None and getattr(data, "val_reader", None) is not None:
-            matrix = plots.confusion_matrix(data.val_reader.records, predictions, len(data.class_names))
-            plots.plot_confusion_matrix(matrix, data.class_names, str(plots_dir / "confusion_matrix.png"))
+            threshold = final.get("confusion_threshold")
+            matrix = plots.confusion_matrix(data.val_reader.records, predictions, len(data.class_names), threshold)
+            plots.plot_confusion_matrix(matrix, data.class_names, str(plots_dir / "confusion_matrix.png"), threshold)
 
 
 def format_metrics_table(metrics: dict, title: str = "metrics") -> str:

@@ -8,6 +8,7 @@ each leaf's own tensors. The per-layer rows add up to PyTorch's totals for the w
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
@@ -44,7 +45,9 @@ def model_summary(model: nn.Module, img_size: int, batch_size: int = 1) -> dict:
     Returns a JSON-ready dict: ``input_shape``, ``output_shape``, ``params``, ``trainable_params``,
     ``flops`` (PyTorch's total), ``layers`` (one dict per executed leaf module, in execution order:
     ``name``, ``type``, ``output_shape``, ``params``, ``flops``, ``receptive_field`` and ``jump`` in input
-    pixels, plus ``kernel`` / ``stride`` / ``padding`` / ``dilation`` for convolutions and pools).
+    pixels, plus ``kernel`` / ``stride`` / ``padding`` / ``dilation`` for convolutions and pools, and
+    ``in_channels`` / ``out_channels`` / ``groups`` / ``bias`` for convolutions: their ``params`` is
+    ``k_h * k_w * (in_channels / groups) * out_channels + out_channels * bias``).
 
     The receptive field follows the main path: shortcut projections (ResNet's ``downsample``) are
     listed but do not enlarge it.
@@ -68,6 +71,9 @@ def model_summary(model: nn.Module, img_size: int, batch_size: int = 1) -> dict:
                 geometry = _geometry(module, in_hw, out_hw)
                 if geometry:
                     row.update({k: list(v) for k, v in geometry.items()})
+            if isinstance(module, nn.Conv2d):  # so F*F*(D/groups)*K + K*bias can be checked on every row
+                row.update(in_channels=module.in_channels, out_channels=module.out_channels, groups=module.groups,
+                           bias=module.bias is not None)  # fmt: skip
             rows.append(row)
 
         return record
@@ -113,14 +119,16 @@ def model_summary(model: nn.Module, img_size: int, batch_size: int = 1) -> dict:
 
 def format_summary(summary: dict) -> str:
     """The summary as a text table."""
-    header = f"{'layer':<38} {'type':<18} {'output':<20} {'k/s/p':<9} {'params':>10} {'MFLOPs':>10} {'RF':>5}"
+    header = (f"{'layer':<38} {'type':<18} {'output':<20} {'k/s/p':<9} {'groups':>6} {'bias':>4} {'params':>10} "
+              f"{'MFLOPs':>10} {'RF':>5}")  # fmt: skip
     lines = [f"{summary['backbone']}  input {summary['input_shape']}", header, "-" * len(header)]
     for row in summary["layers"]:
         ksp = f"{row['kernel'][0]}/{row['stride'][0]}/{row['padding'][0]}" if "kernel" in row else ""
         shape = "x".join(map(str, row["output_shape"][1:]))
+        groups, bias = (str(row["groups"]), "yes" if row["bias"] else "no") if "groups" in row else ("", "")
         lines.append(
-            f"{row['name'][-38:]:<38} {row['type'][:18]:<18} {shape:<20} {ksp:<9} {row['params']:>10,} "
-            f"{row['flops'] / 1e6:>10.1f} {row.get('receptive_field', ''):>5}"
+            f"{row['name'][-38:]:<38} {row['type'][:18]:<18} {shape:<20} {ksp:<9} {groups:>6} {bias:>4} "
+            f"{row['params']:>10,} {row['flops'] / 1e6:>10.1f} {row.get('receptive_field', ''):>5}"
         )
     lines += [
         "-" * len(header),
@@ -128,3 +136,77 @@ def format_summary(summary: dict) -> str:
         f"GFLOPs {summary['flops'] / 1e9:.2f} (multiply-add = 2)",
     ]
     return "\n".join(lines)
+
+
+def summarized_model(
+    weights: str | None = None,
+    config: str | None = None,
+    backbone: str | None = None,
+    classes: int | None = None,
+    grid: int | None = None,
+    boxes: int | None = None,
+    img_size: int | None = None,
+) -> tuple[nn.Module, int]:
+    """The model ``gridyolo summary`` describes and its input size: exactly a checkpoint's, or a training
+    config's (its head, grid and classes), or one built from the flags."""
+    from gridyolo.errors import GridyoloError
+    from gridyolo.models import build_detector
+
+    if weights and config:
+        raise GridyoloError("summary takes --weights or --config, not both")
+    given = [name for name, v in (("--backbone", backbone), ("--classes", classes), ("--grid", grid),
+                                  ("--boxes", boxes)) if v is not None]  # fmt: skip
+    if (weights or config) and given:
+        raise GridyoloError(f"{', '.join(given)}: the model comes from {'--weights' if weights else '--config'}")
+    if weights:
+        from gridyolo.checkpoint import detector_from_checkpoint
+
+        model, meta = detector_from_checkpoint(weights)
+        return model, img_size or meta.input_size
+    if config:
+        spec = _model_of_config(config)
+        model = build_detector(spec["backbone"], spec["classes"], spec["grid_size"], spec["num_boxes"], None,
+                               spec["head_channels"])  # fmt: skip
+        return model, img_size or spec["input_size"]
+    model = build_detector(backbone or "resnet18", num_classes=classes or 20, grid_size=grid or 7, num_boxes=boxes or 2)
+    return model, img_size or 448
+
+
+def _model_of_config(path: str) -> dict:
+    """Backbone, head and class count of a training config (the defaults of ``GridYoloModule`` where
+    it is silent; the class count from ``data.classes`` or, failing that, the training split)."""
+    import inspect
+
+    import yaml
+
+    from gridyolo.data.classes import parse_class_list
+    from gridyolo.errors import GridyoloError
+    from gridyolo.inputs import require_regular_file
+
+    require_regular_file(path, "config")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise GridyoloError(f"{path}: malformed YAML ({exc.__class__.__name__})") from None
+    model, data = config.get("model") or {}, config.get("data") or {}
+    if not isinstance(model, dict) or not isinstance(data, dict):
+        raise GridyoloError(f"{path}: 'model' and 'data' must be mappings")
+    from gridyolo.training import GridYoloModule
+
+    defaults = {k: p.default for k, p in inspect.signature(GridYoloModule.__init__).parameters.items()}
+    spec = {k: model.get(k, defaults[k]) for k in ("backbone", "grid_size", "num_boxes", "head_channels")}
+    spec["input_size"] = data.get("input_size", defaults["input_size"])
+    classes = parse_class_list(data.get("classes")) if data.get("format", "coco") == "voc" else None
+    if not classes:
+        from gridyolo.data.readers import build_reader
+
+        root = data.get("root")
+        if not root:
+            raise GridyoloError(f"{path}: data.root is needed to count the classes")
+        base = os.path.dirname(os.path.abspath(path))
+        root = root if os.path.isabs(str(root)) or os.path.exists(str(root)) else os.path.join(base, str(root))
+        classes = build_reader(root, data.get("format", "coco"), data.get("train_split", "train"),
+                               classes=data.get("classes", "voc")).info.class_names  # fmt: skip
+    spec["classes"] = len(classes)
+    return spec

@@ -47,7 +47,13 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, *args, **kwargs):  # Lightning >= 2.5 adds a weights_only argument
         from gridyolo.checkpoint import safe_torch_load
 
-        return safe_torch_load(str(path))
+        checkpoint = safe_torch_load(str(path))
+        # a resumed run gets the time limit it is given now (--trainer.max_time), not what is left of the
+        # first run's: a run stopped by its time limit would otherwise stop again at once
+        callbacks = checkpoint.get("callbacks")
+        if isinstance(callbacks, dict):
+            checkpoint["callbacks"] = {k: v for k, v in callbacks.items() if not str(k).startswith("Timer")}
+        return checkpoint
 
 
 class GridYoloCLI(LightningCLI):
@@ -157,6 +163,8 @@ def run_train(argv: Sequence[str]) -> int:
     except BaseException:
         _remove_empty_run_dir()  # a run that never started leaves no folder behind
         raise
+    if cli.config.get("resume"):
+        _refuse_a_resume_with_nothing_left(cli.config["resume"], cli.trainer.max_epochs)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         _warn_if_the_grid_does_not_fit(cli.model, cli.datamodule)
     try:
@@ -181,6 +189,16 @@ def _warn_if_the_grid_does_not_fit(model: GridYoloModule, data: DetectionDataMod
     stride = backbone_stride(hp.backbone)
     for note in grid_warnings(data.train_reader.records, hp.grid_size, hp.input_size, stride, hp.resize_mode):
         print(f"gridyolo: warning: {note}", file=sys.stderr, flush=True)
+
+
+def _refuse_a_resume_with_nothing_left(resume: str, max_epochs: int | None) -> None:
+    from gridyolo.checkpoint import load_checkpoint
+
+    done = int(load_checkpoint(resume).get("epoch", -1)) + 1
+    if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
+        _remove_empty_run_dir()
+        raise GridyoloError(f"{resume} holds {done} finished epoch(s) and --trainer.max_epochs is {max_epochs}: "
+                            f"nothing left to train; give --trainer.max_epochs {done + 1} or more")  # fmt: skip
 
 
 def _remove_empty_run_dir() -> None:

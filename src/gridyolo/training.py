@@ -16,6 +16,7 @@ from jsonargparse.typing import (
     PositiveFloat,
     PositiveInt,
 )
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
@@ -23,6 +24,7 @@ from gridyolo.checkpoint import ModelMeta
 from gridyolo.decode import decode_targets_batch
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
+from gridyolo.evaluation.voc_ap import best_f1_threshold
 from gridyolo.inputs import check_input_size
 from gridyolo.loss import YoloV1Loss
 from gridyolo.models import backbone_stride, build_detector, stem_layers
@@ -115,6 +117,7 @@ class GridYoloModule(L.LightningModule):
         self.category_ids = list(category_ids) if category_ids else list(range(1, num_classes + 1))
         self.model = build_detector(backbone, num_classes, grid_size, num_boxes, weights, head_channels)
         self.backbone_frozen = False  # during the first freeze_backbone_epochs epochs
+        self.schedule_steps: tuple[int, int] | None = None  # (total, per epoch) of the LR schedule
         self.frozen_stem = stem_layers(self.model.backbone) if freeze_stem else []
         for layer in self.frozen_stem:
             layer.requires_grad_(False)
@@ -140,12 +143,19 @@ class GridYoloModule(L.LightningModule):
             backbone=hp.backbone, grid_size=hp.grid_size, num_boxes=hp.num_boxes, head_channels=hp.head_channels,
             class_names=self.class_names, category_ids=self.category_ids, input_size=hp.input_size,
             resize_mode=hp.resize_mode, mean=self.model.mean.flatten().tolist(), std=self.model.std.flatten().tolist(),
+            conf_threshold=self.last_metrics.get("f1_threshold"),
         )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gridyolo"] = self.meta.to_dict()
+        if self.schedule_steps is not None:
+            checkpoint["gridyolo_schedule"] = {"total_steps": self.schedule_steps[0],
+                                               "steps_per_epoch": self.schedule_steps[1]}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        schedule = checkpoint.get("gridyolo_schedule")
+        if isinstance(schedule, dict):  # runs before configure_optimizers: the resumed LR curve is the same
+            self.schedule_steps = (int(schedule["total_steps"]), int(schedule["steps_per_epoch"]))
         saved = checkpoint.get("gridyolo", {}).get("class_names")
         if saved is not None and list(saved) != self.class_names:
             raise GridyoloError(
@@ -209,6 +219,14 @@ class GridYoloModule(L.LightningModule):
         )
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        if self.schedule_steps is not None:  # resumed: the LR goes on where it left off, on the same curve
+            if self.schedule_steps[0] != total:
+                rank_zero_warn(
+                    f"resumed: the learning-rate schedule of the first run is kept ({self.schedule_steps[0]} steps; "
+                    f"this run is {total}); steps past its end stay at the schedule's floor"
+                )
+            total, per_epoch = self.schedule_steps
+        self.schedule_steps = (total, per_epoch)
         lambdas = [
             lr_lambda(hp.schedule, total, int(hp.warmup_epochs * per_epoch), hp.min_lr_factor,
                       tuple(hp.milestones or (0.6, 0.85)), hp.gamma, hp.freeze_backbone_epochs * per_epoch,
@@ -261,4 +279,7 @@ class GridYoloModule(L.LightningModule):
         results = coco_results(predictions, reader.info.category_ids)
         metrics = evaluate_coco(self._ground_truth, results, backend=self.hparams.eval_backend)
         metrics["images"] = len(predictions)
+        best = best_f1_threshold(reader.records, predictions, len(self.class_names))
+        if best is not None:
+            metrics["f1_threshold"], metrics["f1"] = round(best[0], 4), best[1]
         return metrics

@@ -58,13 +58,14 @@ def plot_pr_curves(pr50: Mapping[str, Sequence[float]], path: str) -> None:
     _save(fig, path)
 
 
-def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str) -> None:
+def plot_confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], path: str, conf_threshold: float | None = None
+) -> None:
     names = [*class_names, "background"]
     fig, ax = plt.subplots(figsize=(max(5, len(names) * 0.45), max(4, len(names) * 0.4)))
     ax.imshow(np.log1p(matrix), cmap="Blues")
-    ax.set(
-        xticks=range(len(names)), yticks=range(len(names)), xlabel="true", ylabel="predicted", title="confusion matrix"
-    )
+    title = "confusion matrix" + (f" (score >= {conf_threshold:.3g})" if conf_threshold is not None else "")
+    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="true", ylabel="predicted", title=title)
     ax.set_xticklabels(names, rotation=90, fontsize=7)
     ax.set_yticklabels(names, fontsize=7)
     if len(names) <= 25:

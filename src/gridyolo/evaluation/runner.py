@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from gridyolo.checkpoint import ModelMeta, detector_from_checkpoint
+from gridyolo.checkpoint import ModelMeta, detector_from_checkpoint, resolve_conf_threshold
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.coco import CocoReader
 from gridyolo.data.dataset import DetectionDataset, collate_detections
@@ -20,7 +20,7 @@ from gridyolo.data.transforms import EvalTransform
 from gridyolo.decode import decode_targets_batch
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco
-from gridyolo.evaluation.voc_ap import voc_ap
+from gridyolo.evaluation.voc_ap import best_f1_threshold, voc_ap
 from gridyolo.inputs import resolve_device
 from gridyolo.models import Detector
 
@@ -99,6 +99,7 @@ def score_detections(
     backend: str = "auto",
     save_json: str | None = None,
     plots_dir: str | None = None,
+    conf_threshold: float | None = None,
 ) -> dict:
     """COCO metrics (and, for data with VOC semantics, VOC07 11-point and area AP@0.5) of detections.
 
@@ -109,6 +110,8 @@ def score_detections(
             ``predictions`` with the dataset's category ids otherwise.
         save_json: also write the results json (and, for VOC / YOLO data, the ground truth ``_gt.json``).
         plots_dir: also write ``pr_curves.png`` and ``confusion_matrix.png`` there.
+        conf_threshold: the confusion matrix's score threshold (a model's stored one); ``None``: the
+            F1-optimal threshold of these detections (``f1_threshold`` in the metrics), else 0.25.
     """
     ground_truth = coco_ground_truth(reader)
     if results is None:
@@ -116,6 +119,10 @@ def score_detections(
     metrics = evaluate_coco(ground_truth, results, backend=backend)
     metrics["images"] = len(reader.records)
     metrics["detections"] = len(results)
+    best = best_f1_threshold(reader.records, predictions, reader.info.num_classes)
+    if best is not None:
+        metrics["f1_threshold"], metrics["f1"] = round(best[0], 4), best[1]
+    metrics["confusion_threshold"] = resolve_conf_threshold(conf_threshold, metrics.get("f1_threshold"))
     if not isinstance(reader, CocoReader):
         names = reader.info.class_names
         voc07 = voc_ap(reader.records, predictions, names, use_07_metric=True)
@@ -132,8 +139,10 @@ def score_detections(
         from gridyolo.evaluation import plots
 
         plots.plot_pr_curves(metrics["pr50"], os.path.join(plots_dir, "pr_curves.png"))
-        matrix = plots.confusion_matrix(reader.records, predictions, reader.info.num_classes)
-        plots.plot_confusion_matrix(matrix, reader.info.class_names, os.path.join(plots_dir, "confusion_matrix.png"))
+        threshold = metrics["confusion_threshold"]
+        matrix = plots.confusion_matrix(reader.records, predictions, reader.info.num_classes, threshold)
+        plots.plot_confusion_matrix(matrix, reader.info.class_names, os.path.join(plots_dir, "confusion_matrix.png"),
+                                    threshold)  # fmt: skip
         metrics["plots"] = plots_dir
     return metrics
 
@@ -187,7 +196,8 @@ def evaluate_checkpoint(
     reader = build_reader(root, format, split, classes=meta.class_names)
     mapping = label_mapping(meta.class_names, reader.info, weights)
     predictions = predict_reader(model, meta, reader, batch_size, conf_threshold, iou_threshold, max_detections, device)
-    return score_detections(reader, remap_labels(predictions, mapping), None, backend, save_json, plots_dir)
+    return score_detections(reader, remap_labels(predictions, mapping), None, backend, save_json, plots_dir,
+                            meta.conf_threshold)  # fmt: skip
 
 
 def evaluate_predictions_file(

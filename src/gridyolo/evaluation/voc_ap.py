@@ -31,22 +31,19 @@ def _average_precision(recall: np.ndarray, precision: np.ndarray, use_07: bool) 
     return float(np.sum((r[i + 1] - r[i]) * p[i + 1]))
 
 
-def voc_ap(
+def match_detections(
     records: Sequence[ImageRecord],
     detections: Mapping[int, Mapping],
-    class_names: Sequence[str],
+    num_classes: int,
     iou_threshold: float = 0.5,
-    use_07_metric: bool = True,
-) -> dict:
-    """Per-class and mean AP of ``detections`` (``{image_id: {boxes xyxy px, scores, labels}}``).
-
-    Returns ``{"map": mean over classes with ground truth, "per_class": {name: AP or -1}}``.
-    Boxes are continuous pixel coordinates (no VOC "+1" on widths).
-    """
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """The VOC devkit's matching, per class: ``(scores, tp, fp, positives)`` with the class's detections
+    sorted by score (highest first), ``tp`` / ``fp`` 0/1 flags (both 0 for a detection matching a
+    difficult object: ignored), ``positives`` the non-difficult objects. Each object matches once."""
     gt: dict[tuple[int, int], dict] = {}
-    positives = np.zeros(len(class_names), dtype=np.int64)
+    positives = np.zeros(num_classes, dtype=np.int64)
     for record in records:
-        for c in range(len(class_names)):
+        for c in range(num_classes):
             mask = record.labels == c
             gt[(record.image_id, c)] = {
                 "boxes": record.boxes[mask].astype(np.float64),
@@ -62,11 +59,8 @@ def voc_ap(
         ):
             per_class_dets[int(label)].append((float(score), int(image_id), box))
 
-    per_class = {}
-    for c, name in enumerate(class_names):
-        if positives[c] == 0:
-            per_class[name] = -1.0
-            continue
+    out = []
+    for c in range(num_classes):
         dets = sorted(per_class_dets.get(c, []), key=lambda d: -d[0])
         tp = np.zeros(len(dets))
         fp = np.zeros(len(dets))
@@ -86,9 +80,52 @@ def voc_ap(
                     fp[i] = 1
             else:
                 fp[i] = 1
+        out.append((np.array([d[0] for d in dets], dtype=np.float64), tp, fp, int(positives[c])))
+    return out
+
+
+def voc_ap(
+    records: Sequence[ImageRecord],
+    detections: Mapping[int, Mapping],
+    class_names: Sequence[str],
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = True,
+) -> dict:
+    """Per-class and mean AP of ``detections`` (``{image_id: {boxes xyxy px, scores, labels}}``).
+
+    Returns ``{"map": mean over classes with ground truth, "per_class": {name: AP or -1}}``.
+    Boxes are continuous pixel coordinates (no VOC "+1" on widths).
+    """
+    per_class = {}
+    for name, (_, tp, fp, positives) in zip(class_names, match_detections(records, detections, len(class_names),
+                                                                          iou_threshold)):  # fmt: skip
+        if positives == 0:
+            per_class[name] = -1.0
+            continue
         tp, fp = np.cumsum(tp), np.cumsum(fp)
-        recall = tp / positives[c]
+        recall = tp / positives
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-        per_class[name] = _average_precision(recall, precision, use_07_metric) if len(dets) else 0.0
+        per_class[name] = _average_precision(recall, precision, use_07_metric) if len(tp) else 0.0
     valid = [v for v in per_class.values() if v >= 0]
     return {"map": float(np.mean(valid)) if valid else 0.0, "per_class": per_class}
+
+
+def best_f1_threshold(
+    records: Sequence[ImageRecord], detections: Mapping[int, Mapping], num_classes: int, iou_threshold: float = 0.5
+) -> tuple[float, float] | None:
+    """``(score threshold, F1)``: the threshold that maximizes F1 over all classes pooled (a detection
+    counts when its score is at least the threshold; matched at IoU ``iou_threshold`` as VOC does).
+    ``None`` when there are no objects or no detections. This is ``detect``'s default ``--conf``."""
+    matched = match_detections(records, detections, num_classes, iou_threshold)
+    positives = sum(m[3] for m in matched)
+    scores = np.concatenate([m[0] for m in matched]) if matched else np.zeros(0)
+    if positives == 0 or len(scores) == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    scores = scores[order]
+    tp = np.cumsum(np.concatenate([m[1] for m in matched])[order])
+    fp = np.cumsum(np.concatenate([m[2] for m in matched])[order])
+    f1 = 2 * tp / np.maximum(tp + fp + positives, 1e-12)
+    last_of_score = np.append(scores[1:] != scores[:-1], True)  # a threshold keeps every tie, or none of them
+    best = int(np.flatnonzero(last_of_score)[np.argmax(f1[last_of_score])])
+    return float(scores[best]), float(f1[best])
