@@ -16,7 +16,7 @@ import cv2
 import torch
 import yaml
 
-from gridyolo.checkpoint import detector_from_checkpoint
+from gridyolo.checkpoint import detector_from_checkpoint, resolve_conf_threshold
 from gridyolo.data.readers import build_reader
 from gridyolo.data.synthetic import write_synthetic_coco, write_synthetic_video
 from gridyolo.detect import run_detect
@@ -59,9 +59,10 @@ def run_demo(config: str = "configs/demo.yaml", out: str = "runs/demo", extra: l
 
     drawn = out_dir / "detections"
     drawn.mkdir(exist_ok=True)
+    threshold = resolve_conf_threshold(None, meta.conf_threshold)  # what detect would use
     for record in reader.records[:6]:
         det = predictions[record.image_id]
-        keep = det["scores"] >= 0.3
+        keep = det["scores"] >= threshold
         image = reader[reader.records.index(record)].image
         picture = draw_detections(image, det["boxes"][keep].numpy(), det["scores"][keep].numpy(),
                                   det["labels"][keep].numpy(), meta.class_names)  # fmt: skip
