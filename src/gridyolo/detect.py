@@ -71,7 +71,10 @@ def load_detector(
     return model, info
 
 
-def _load_detector(weights, device, img_size, conf_threshold, iou_threshold, max_detections, backend):
+def _load_detector(
+    weights: str, device: str, img_size: int | None, conf_threshold: float | None, iou_threshold: float,
+    max_detections: int, backend: str,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     if backend not in BACKENDS:
         raise GridyoloError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     kind = weights_format(weights)
