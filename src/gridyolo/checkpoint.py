@@ -125,9 +125,12 @@ def load_checkpoint(path: str) -> dict:
     return checkpoint
 
 
-def detector_from_checkpoint(path: str, use_ema: bool = True) -> tuple[Detector, ModelMeta]:
-    """Rebuild the Detector of a training checkpoint (EMA weights when present) in eval mode."""
-    checkpoint = load_checkpoint(path)
+def detector_from_checkpoint(
+    path: str, use_ema: bool = True, checkpoint: dict | None = None
+) -> tuple[Detector, ModelMeta]:
+    """Rebuild the Detector of a training checkpoint (EMA weights when present) in eval mode;
+    ``checkpoint``: the file's content when the caller has already read it."""
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
     try:
         meta = ModelMeta(**checkpoint["gridyolo"])
     except TypeError as exc:

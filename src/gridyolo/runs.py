@@ -178,8 +178,9 @@ class RunSummary(L.Callback):
         from gridyolo.checkpoint import detector_from_checkpoint, load_checkpoint
         from gridyolo.evaluation.runner import predict_reader, score_detections
 
-        epoch = int(load_checkpoint(best_path).get("epoch", -1))
-        model, meta = detector_from_checkpoint(best_path)
+        checkpoint = load_checkpoint(best_path)
+        epoch = int(checkpoint.get("epoch", -1))
+        model, meta = detector_from_checkpoint(best_path, checkpoint=checkpoint)
         hp = pl_module.hparams
         predictions = predict_reader(model, meta, data.val_reader, data.val_batch_size, hp.conf_threshold,
                                      hp.iou_threshold, hp.max_detections, str(pl_module.device))  # fmt: skip

@@ -69,10 +69,12 @@ class GridYoloCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         resume = self.config.get("resume")
+        self.resume_epochs_done = 0
         if resume is not None:
             from gridyolo.checkpoint import load_checkpoint
 
-            load_checkpoint(resume)  # a clear error now rather than a traceback from inside fit
+            # a clear error now rather than a traceback from inside fit; and what it holds
+            self.resume_epochs_done = int(load_checkpoint(resume).get("epoch", -1)) + 1
         # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's environment:
         # they must write into the run directory rank 0 created, not allocate one of their own.
         inherited = os.environ.get(RUN_DIR_ENV)
@@ -164,7 +166,7 @@ def run_train(argv: Sequence[str]) -> int:
         _remove_empty_run_dir()  # a run that never started leaves no folder behind
         raise
     if cli.config.get("resume"):
-        _refuse_a_resume_with_nothing_left(cli.config["resume"], cli.trainer.max_epochs)
+        _refuse_a_resume_with_nothing_left(cli.config["resume"], cli.resume_epochs_done, cli.trainer.max_epochs)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         _warn_if_the_grid_does_not_fit(cli.model, cli.datamodule)
     try:
@@ -191,10 +193,7 @@ def _warn_if_the_grid_does_not_fit(model: GridYoloModule, data: DetectionDataMod
         print(f"gridyolo: warning: {note}", file=sys.stderr, flush=True)
 
 
-def _refuse_a_resume_with_nothing_left(resume: str, max_epochs: int | None) -> None:
-    from gridyolo.checkpoint import load_checkpoint
-
-    done = int(load_checkpoint(resume).get("epoch", -1)) + 1
+def _refuse_a_resume_with_nothing_left(resume: str, done: int, max_epochs: int | None) -> None:
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
         _remove_empty_run_dir()
         raise GridyoloError(f"{resume} holds {done} finished epoch(s) and --trainer.max_epochs is {max_epochs}: "

@@ -51,12 +51,7 @@ def _names_from_file(path: str) -> list[str]:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise DatasetError(f"{path}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
-        names = data.get("names") if isinstance(data, dict) else data
-        if isinstance(names, dict):
-            names = [names[k] for k in sorted(names)]
-        if not isinstance(names, list):
-            raise DatasetError(f"{path}: expected a YAML list of class names (or 'names:')")
-        names = [str(n).strip() for n in names]
+        names = yaml_names(data.get("names") if isinstance(data, dict) else data, path)
     else:
         names = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     return _checked(names, path)
@@ -68,4 +63,28 @@ def _checked(names: list, source: str) -> list[str]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DatasetError(f"class list {source}: {', '.join(repeated)} appear(s) more than once")
+    return names
+
+
+def yaml_names(names: object, data_yaml: str) -> list[str]:
+    """``names`` as a list indexed by class: a list, or an ``{index: name}`` mapping of 0..N-1 (no gaps:
+    a missing index would silently shift every later class). Names must be unique."""
+    if isinstance(names, dict):
+        keys = list(names)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
+            raise DatasetError(f"{data_yaml}: 'names' keys must be class indices 0..N-1, got {keys[:5]!r:.80}")
+        missing = sorted(set(range(len(keys))) - set(keys))
+        if missing:
+            raise DatasetError(
+                f"{data_yaml}: 'names' has no class {missing[0]} (indices must run 0..{len(keys) - 1} without gaps)"
+            )
+        names = [names[k] for k in range(len(keys))]
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{data_yaml}: 'names' must be a list or an {{index: name}} mapping of class names")
+    if not all(isinstance(n, (str, int, float)) and not isinstance(n, bool) and str(n).strip() for n in names):
+        raise DatasetError(f"{data_yaml}: every entry of 'names' must be a non-empty name")
+    names = [str(n) for n in names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DatasetError(f"{data_yaml}: class name(s) {', '.join(repeated)} appear more than once in 'names'")
     return names

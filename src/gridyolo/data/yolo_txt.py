@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 from gridyolo.data.base import DetectionReader, check_root_exists, format_hint
+from gridyolo.data.classes import yaml_names
 from gridyolo.data.images import IMAGE_SUFFIXES, read_image_size
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
@@ -52,7 +53,7 @@ class YoloTxtReader(DetectionReader):
         self.name = f"{data_yaml}:{split}"
         self.issues = []
         config = _load_yaml(data_yaml)
-        names = _class_names(config.get("names"), data_yaml)
+        names = yaml_names(config.get("names"), data_yaml)
         self.notes = []
         self.info = DatasetInfo(class_names=tuple(map(str, names)), category_ids=tuple(range(len(names))))
         base = os.path.join(os.path.dirname(os.path.abspath(data_yaml)), str(config.get("path", ".")))
@@ -80,30 +81,6 @@ class YoloTxtReader(DetectionReader):
                     issue_file=txt,
                 )
             )
-
-
-def _class_names(names, data_yaml: str) -> list[str]:
-    """``names`` as a list indexed by class: a list, or an ``{index: name}`` mapping of 0..N-1 (no gaps:
-    a missing index would silently shift every later class). Names must be unique."""
-    if isinstance(names, dict):
-        keys = list(names)
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
-            raise DatasetError(f"{data_yaml}: 'names' keys must be class indices 0..N-1, got {keys[:5]!r:.80}")
-        missing = sorted(set(range(len(keys))) - set(keys))
-        if missing:
-            raise DatasetError(
-                f"{data_yaml}: 'names' has no class {missing[0]} (indices must run 0..{len(keys) - 1} without gaps)"
-            )
-        names = [names[k] for k in range(len(keys))]
-    if not isinstance(names, list) or not names:
-        raise DatasetError(f"{data_yaml}: 'names' must be a list or an {{index: name}} mapping of class names")
-    if not all(isinstance(n, (str, int, float)) and not isinstance(n, bool) and str(n).strip() for n in names):
-        raise DatasetError(f"{data_yaml}: every entry of 'names' must be a non-empty name")
-    names = [str(n) for n in names]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise DatasetError(f"{data_yaml}: class name(s) {', '.join(repeated)} appear more than once in 'names'")
-    return names
 
 
 def _load_yaml(path: str) -> dict:
