@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import DATA, RESULTS, ROOT, record
 
-from gridyolo.runs import new_run_dir
+from gridyolo.files import new_run_dir
 
 # stride-32 backbones at 320 px: a 10x10 map, so S=10; no ImageNet weights reachable: random init
 FROM_SCRATCH = ["--model.weights", "null", "--model.grid_size", "10"]
@@ -71,7 +71,7 @@ def main() -> None:
         cmd = [
             sys.executable,
             "-m",
-            "gridyolo.cli",
+            "gridyolo.apps.cli",
             "train",
             "--config",
             config,
@@ -92,7 +92,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "gridyolo.cli",
+                "gridyolo.apps.cli",
                 "eval",
                 "--weights",
                 str(run_dir / "weights" / "best.ckpt"),

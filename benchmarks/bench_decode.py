@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from common import QUICK, interleaved, record
 
-from gridyolo.decode import decode_grid
+from gridyolo.core.decode import decode_grid
 
 
 def main() -> dict:

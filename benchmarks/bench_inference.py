@@ -19,9 +19,10 @@ import torch
 from common import DATA, QUICK, interleaved, peak_rss_mb, record
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from gridyolo.checkpoint import detector_from_checkpoint  # noqa: E402
-from gridyolo.detect import load_detector, run_detect  # noqa: E402
-from gridyolo.export import export_onnx  # noqa: E402
+from gridyolo.apps.detect import run_detect  # noqa: E402
+from gridyolo.deploy.checkpoint import detector_from_checkpoint  # noqa: E402
+from gridyolo.deploy.export import export_onnx  # noqa: E402
+from gridyolo.deploy.predictor import load_predictor  # noqa: E402
 from train_helpers import write_checkpoint  # noqa: E402  -- random weights: speed does not depend on them
 
 ROUNDS = 3
@@ -97,12 +98,12 @@ def detect_vs_forward(workdir: str) -> dict:
         input_size=size,
     )
     start = time.perf_counter()
-    load_detector(str(ckpt))  # the first load exports to ONNX (cached) and checks it against torch
+    load_predictor(str(ckpt))  # the first load exports to ONNX (cached) and checks it against torch
     first_load_s = time.perf_counter() - start
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     results: dict = {"first_load_s": round(first_load_s, 2)}
     for backend in ("onnxruntime", "torch"):
-        model, info = load_detector(str(ckpt), backend=backend)
+        model = load_predictor(str(ckpt), backend=backend)
         for label, source, limit in (
             ("coco128", str(DATA / "coco128" / "train2017"), None),
             ("vtest", str(DATA / "video" / "vtest.avi"), 120 if QUICK else None),

@@ -15,7 +15,7 @@ import torch
 from common import DATA, QUICK, peak_rss_mb, record
 
 from gridyolo.data.datamodule import DetectionDataModule
-from gridyolo.training import GridYoloModule
+from gridyolo.training.module import GridYoloModule
 
 SIZE = 320 if QUICK else 448
 BATCH, STEPS = 8, (6 if QUICK else 15)

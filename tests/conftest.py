@@ -133,7 +133,7 @@ def overfit_run(bccd_root, tmp_path_factory):
 
     Returns ``{"root": the VOC root of the 4 images, "run": the run directory, "weights": best.ckpt}``.
     """
-    from gridyolo.cli import main
+    from gridyolo.apps.cli import main
     from train_helpers import tiny_bccd, tiny_config
 
     tmp = tmp_path_factory.mktemp("overfit")

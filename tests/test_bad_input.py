@@ -206,7 +206,7 @@ def test_format_that_does_not_match(coco128_root, bccd_root, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "gridyolo.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "gridyolo", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_bad_input_is_one_line_without_traceback(coco128_root, tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 def _check(*args):
     result = subprocess.run(
-        [sys.executable, "-m", "gridyolo.cli", "data", "check", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "gridyolo", "data", "check", *args], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import copy_voc_subset
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
 from gridyolo.data import image_check
 from gridyolo.data.check import dataset_report
 from gridyolo.data.convert import convert_dataset

@@ -11,10 +11,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from gridyolo.core.decode import decode_grid
+from gridyolo.core.grid import encode_raw
+from gridyolo.core.letterbox import EvalTransform, boxes_to_original
 from gridyolo.data.dataset import DetectionDataset
-from gridyolo.data.transforms import EvalTransform, boxes_to_original
-from gridyolo.decode import decode_grid
-from gridyolo.grid import encode_raw
 
 SIZE = 448
 

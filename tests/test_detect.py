@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import VIDEO
-from gridyolo.cli import main
-from gridyolo.detect import run_detect
-from gridyolo.export import export_torchscript
+from gridyolo.apps.cli import main
+from gridyolo.apps.detect import run_detect
+from gridyolo.deploy.export import export_torchscript
 from train_helpers import write_checkpoint
 
 NAMES = [f"class{i}" for i in range(80)]

@@ -13,7 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
 from train_helpers import tiny_bccd, tiny_config
 
 
@@ -40,7 +40,7 @@ def ddp_run(bccd_root, tmp_path_factory):
     root = tiny_bccd(tmp / "bccd", count=9)
     config = tiny_config(tmp / "tiny.yaml", root, trainer__max_epochs=1, data__val_batch_size=1)
     result = subprocess.run(
-        [sys.executable, "-m", "gridyolo.cli", "train", "--config", str(config), "--project", str(tmp / "runs"),
+        [sys.executable, "-m", "gridyolo", "train", "--config", str(config), "--project", str(tmp / "runs"),
          "--trainer.strategy", "ddp", "--trainer.devices", "2"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import write_yolo_copy
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
 from gridyolo.data.convert import convert_dataset
 from gridyolo.data.readers import build_reader
-from gridyolo.evaluation.runner import evaluate_checkpoint, evaluate_predictions_file
+from gridyolo.evaluation.runner import evaluate_predictions_file, evaluate_weights
 
 KEYS = ("map", "map50", "map75")
 
@@ -62,7 +62,7 @@ def test_cross_format_matrix_on_bccd(overfit_run, tmp_path):
     assert len({tuple(build_reader(r, f, "train", classes=None).info.category_ids) for f, r in datasets.items()}) == 3
 
     matrix = {
-        (trained, evaluated): evaluate_checkpoint(str(models[trained]), datasets[evaluated], evaluated, "train")
+        (trained, evaluated): evaluate_weights(str(models[trained]), datasets[evaluated], evaluated, "train")
         for trained in datasets
         for evaluated in datasets
     }
@@ -168,6 +168,33 @@ def test_predictions_file_equals_pycocotools_and_agrees_across_formats(coco128_r
         for key in KEYS:
             assert metrics[key] == pytest.approx(scores["voc"][key], abs=1e-9), (fmt, key)
     assert scores["voc"]["map50"] > 0.2
+
+
+def test_exported_files_score_what_their_checkpoint_scores(overfit_run, tmp_path, capsys):
+    """What a user ships can be verified: eval of the TorchScript and ONNX exports (each in its own runtime)
+    gives the checkpoint's metrics."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    weights, root = str(overfit_run["weights"]), str(overfit_run["root"])
+    exports = {"torchscript": tmp_path / "model.torchscript", "onnx": tmp_path / "model.onnx"}
+    for fmt, path in exports.items():
+        assert main(["export", "--weights", weights, "--out", str(path), "--format", fmt]) == 0
+    capsys.readouterr()
+    scores = {}
+    for name, path in {"checkpoint": weights, **{k: str(v) for k, v in exports.items()}}.items():
+        assert main(["eval", "--weights", path, "--data", root, "--format", "voc", "--split", "train", "--json"]) == 0
+        scores[name] = json.loads(capsys.readouterr().out)
+    assert [scores[k]["model_backend"] for k in scores] == ["torch", "torch", "onnxruntime"]
+    reference = scores["checkpoint"]
+    assert reference["map50"] > 0.1, reference  # a real model, so that a difference would show
+    for name in exports:
+        for key in KEYS:
+            assert scores[name][key] == pytest.approx(reference[key], abs=1e-4), (name, key)
+    # the checkpoint in ONNX Runtime (eval's --model-backend) scores the same too
+    assert main(["eval", "--weights", weights, "--data", root, "--format", "voc", "--split", "train", "--json",
+                 "--model-backend", "onnxruntime"]) == 0  # fmt: skip
+    through_ort = json.loads(capsys.readouterr().out)
+    assert through_ort["model_backend"] == "onnxruntime"
+    assert through_ort["map"] == pytest.approx(reference["map"], abs=1e-4)
 
 
 def _voc_fixture(root: Path) -> Path:

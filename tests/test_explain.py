@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
+from gridyolo.apps.explain import tile_features
+from gridyolo.data.yolo_txt import read_labels
 from gridyolo.errors import GridyoloError
-from gridyolo.explain import read_yolo_labels, tile_features
 from train_helpers import write_checkpoint
 
 
@@ -47,10 +48,12 @@ def test_unknown_layer_and_bad_labels_are_one_line(tmp_path, bccd_root, capsys):
 
 
 def test_labels_to_pixels_and_tiling(tmp_path):
-    with pytest.raises(GridyoloError, match="labels file not found"):
-        read_yolo_labels(str(tmp_path / "missing.txt"), 10, 10)
+    boxes, labels = read_labels(str(tmp_path / "missing.txt"), 10, 10, num_classes=3)  # no file: no objects
+    assert boxes.shape == (0, 4) and labels.shape == (0,)
     (tmp_path / "l.txt").write_text("2 0.5 0.25 0.5 0.5\n")
-    boxes, labels = read_yolo_labels(str(tmp_path / "l.txt"), 200, 100)
+    with pytest.raises(GridyoloError, match="class 2 is outside the class list"):
+        read_labels(str(tmp_path / "l.txt"), 200, 100, num_classes=2)
+    boxes, labels = read_labels(str(tmp_path / "l.txt"), 200, 100, num_classes=3)
     assert boxes.tolist() == [[50.0, 0.0, 150.0, 50.0]] and labels.tolist() == [2]
     mosaic = tile_features(torch.arange(5 * 4 * 3, dtype=torch.float32).reshape(5, 4, 3))
     assert mosaic.shape == (2 * 5 - 1, 3 * 4 - 1)  # 5 maps of 4×3: 2 rows × 3 columns, 1-px gaps

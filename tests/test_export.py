@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
+from gridyolo.core.letterbox import letterbox
 from gridyolo.data.images import load_image
-from gridyolo.data.transforms import letterbox
-from gridyolo.export import (
+from gridyolo.deploy.export import (
     export_info,
     export_torchscript,
     fresh_process_parity,
@@ -96,8 +96,8 @@ def test_export_bad_inputs_are_one_line(tmp_path, capsys):
 def test_onnx_runtime_matches_torch(exported, tmp_path):
     pytest.importorskip("onnx", reason="onnx/onnxruntime not installed (dependencies of gridyolo)")
     pytest.importorskip("onnxruntime", reason="onnx/onnxruntime not installed (dependencies of gridyolo)")
-    from gridyolo.export import export_onnx
-    from gridyolo.onnx_runner import OnnxDetector
+    from gridyolo.deploy.export import export_onnx
+    from gridyolo.deploy.onnx_runner import OnnxDetector
 
     ckpt, _, images = exported
     out = Path(tmp_path / "model.onnx")

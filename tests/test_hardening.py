@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
 from gridyolo.data.readers import build_reader
 from gridyolo.errors import DatasetError, one_line
 from train_helpers import tiny_bccd, tiny_config, write_checkpoint
@@ -237,8 +237,8 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, weig
 
 
 def test_a_dataloader_worker_error_is_the_same_one_line(tmp_path):
+    from gridyolo.core.letterbox import EvalTransform
     from gridyolo.data.dataset import DetectionDataset, collate_detections
-    from gridyolo.data.transforms import EvalTransform
 
     reader = build_reader(str(tiny_bccd(tmp_path / "bccd", count=2)), "voc", "train", classes=CLASSES)
     os.remove(reader.records[1].file)  # gone after the annotations were read
@@ -251,7 +251,7 @@ def test_a_dataloader_worker_error_is_the_same_one_line(tmp_path):
 
 
 def test_failed_image_writes_are_errors_and_captures_are_released(weights, bccd_root, tmp_path, monkeypatch, capsys):
-    import gridyolo.detect as detect
+    import gridyolo.apps.detect as detect
 
     image = str(bccd_root / "JPEGImages" / "BloodImage_00000.jpg")
     monkeypatch.setattr(detect.cv2, "imwrite", lambda *a, **k: False)  # a full disk, which cannot be made here

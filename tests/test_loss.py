@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from gridyolo.grid import assign_cells, encode_raw
-from gridyolo.loss import YoloV1Loss
+from gridyolo.core.grid import assign_cells, encode_raw
+from gridyolo.core.loss import YoloV1Loss
 
 S, B, C = 7, 2, 3
 HW = (448, 448)

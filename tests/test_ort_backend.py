@@ -11,11 +11,12 @@ import torch
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 pytest.importorskip("onnx", reason="onnx is not installed")
 
-from gridyolo import ort_backend  # noqa: E402
-from gridyolo.cli import main  # noqa: E402
-from gridyolo.detect import load_detector, run_detect  # noqa: E402
+from gridyolo.apps.cli import main  # noqa: E402
+from gridyolo.apps.detect import run_detect  # noqa: E402
+from gridyolo.deploy import ort_backend  # noqa: E402
+from gridyolo.deploy.export import export_info, export_onnx, export_torchscript  # noqa: E402
+from gridyolo.deploy.predictor import load_predictor  # noqa: E402
 from gridyolo.errors import GridyoloError  # noqa: E402
-from gridyolo.export import export_info, export_onnx, export_torchscript  # noqa: E402
 from train_helpers import write_checkpoint  # noqa: E402
 
 NAMES = [f"class{i}" for i in range(20)]
@@ -69,13 +70,13 @@ def test_cpu_default_is_onnxruntime_with_torch_detections(checkpoint, images, tm
 
 
 def test_export_is_cached_by_checkpoint_content(checkpoint, tmp_path, cache):
-    load_detector(str(checkpoint))
+    load_predictor(str(checkpoint))
     (first,) = (cache / "onnx").glob("*.onnx")
     stamp = first.stat().st_mtime_ns
-    model, info = load_detector(str(checkpoint))
-    assert info["backend"] == "onnxruntime" and first.stat().st_mtime_ns == stamp  # reused, not re-exported
+    model = load_predictor(str(checkpoint))
+    assert model.info["backend"] == "onnxruntime" and first.stat().st_mtime_ns == stamp  # reused, not re-exported
     changed = write_checkpoint(tmp_path / "model.ckpt", NAMES, grid_size=7, input_size=224, seed=1)
-    other, _ = load_detector(str(changed))  # same file name, other weights: a new export
+    other = load_predictor(str(changed))  # same file name, other weights: a new export
     assert len(list((cache / "onnx").glob("*.onnx"))) == 2
     batch = torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8)
     assert not torch.allclose(model.predict_raw(batch), other.predict_raw(batch), atol=1e-2)
@@ -90,20 +91,42 @@ def test_onnx_file_as_weights_gives_the_same_records(checkpoint, images, tmp_pat
     assert _records(tmp_path / "a") == _records(tmp_path / "b")  # the same graph, the same numbers
     assert export_info(str(onnx_file))["class_names"] == NAMES and export_info(str(onnx_file))["input_size"] == 224
     with pytest.raises(GridyoloError, match="exported for 224 px input"):
-        load_detector(str(onnx_file), img_size=320)
+        load_predictor(str(onnx_file), img_size=320)
 
 
-def test_mismatch_or_failed_export_falls_back_to_torch(checkpoint, tmp_path, monkeypatch):
+def test_mismatch_or_failed_export_falls_back_to_torch(checkpoint, tmp_path, monkeypatch, cache):
+    tolerance = ort_backend.RAW_TOLERANCE
     monkeypatch.setattr(ort_backend, "RAW_TOLERANCE", -1.0)  # no gap is small enough
-    _, info = load_detector(str(checkpoint))
+    info = load_predictor(str(checkpoint)).info
+    assert info["backend"] == "torch" and "differs from the eager model" in info["notes"][0]
+    assert list((cache / "onnx").glob("*.onnx")) == []  # a rejected export is not kept...
+    monkeypatch.setattr(ort_backend, "RAW_TOLERANCE", tolerance)
+    # ...its verdict is: later runs neither export nor compare again
+    monkeypatch.setattr(ort_backend, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
+    info = load_predictor(str(checkpoint)).info
     assert info["backend"] == "torch" and "differs from the eager model" in info["notes"][0]
     with pytest.raises(GridyoloError, match="differs from the eager model"):
-        load_detector(str(checkpoint), backend="onnxruntime")
-    monkeypatch.undo()
+        load_predictor(str(checkpoint), backend="onnxruntime")
+    monkeypatch.setattr(ort_backend, "export_onnx", export_onnx)
     # 160 px -> 5x5 features for a 7x7 grid: the adaptive pool upsamples, which has no fixed-size ONNX form
     odd = write_checkpoint(tmp_path / "odd.ckpt", NAMES, grid_size=7, input_size=160)
-    _, info = load_detector(str(odd))
+    info = load_predictor(str(odd)).info
     assert info["backend"] == "torch" and "ONNX export failed" in info["notes"][0]
+
+
+def test_a_cache_hit_reads_neither_the_checkpoint_nor_the_eager_model(checkpoint, monkeypatch):
+    load_predictor(str(checkpoint))  # exports and checks
+    from gridyolo.deploy import checkpoint as checkpoint_module
+    from gridyolo.deploy import export, predictor
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read the checkpoint or built the eager model on a cache hit")
+
+    for module, name in ((checkpoint_module, "load_checkpoint"), (predictor, "load_checkpoint"),
+                         (ort_backend, "inference_from_checkpoint"), (export, "detector_from_checkpoint")):  # fmt: skip
+        monkeypatch.setattr(module, name, refuse)
+    model = load_predictor(str(checkpoint))
+    assert model.info["backend"] == "onnxruntime" and model.info["notes"] == []
 
 
 @pytest.mark.parametrize(

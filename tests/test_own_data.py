@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from gridyolo.checkpoint import load_checkpoint
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
 from gridyolo.data.classes import parse_class_list
 from gridyolo.data.grid_fit import grid_report, grid_warnings, input_fractions, owning_share
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import ImageRecord
+from gridyolo.deploy.checkpoint import load_checkpoint
 from gridyolo.errors import DatasetError
 from gridyolo.evaluation.voc_ap import best_f1_threshold
 from train_helpers import tiny_bccd, tiny_config, write_checkpoint
@@ -88,7 +88,7 @@ def test_f1_threshold_by_hand():
 
 def test_a_briefly_trained_model_detects_with_default_settings(overfit_run, tmp_path, capsys):
     """The F1-optimal threshold is stored at training and is detect's default, also in the exports."""
-    from gridyolo.export import export_info
+    from gridyolo.deploy.export import export_info
 
     stored = load_checkpoint(str(overfit_run["weights"]))["gridyolo"]["conf_threshold"]
     assert stored is not None and 0 < stored <= 1  # 0.09 here: this model's boxes mostly score below 0.25
@@ -126,7 +126,7 @@ def test_what_ships_is_what_is_shown(overfit_run, tmp_path, capsys):
 
 
 def test_summary_shows_exactly_the_checkpoint_and_the_formula_holds(tmp_path, capsys):
-    from gridyolo.checkpoint import detector_from_checkpoint
+    from gridyolo.deploy.checkpoint import detector_from_checkpoint
 
     weights = write_checkpoint(tmp_path / "m.ckpt", CLASSES, backbone="efficientnet_lite0", grid_size=4)
     assert main(["summary", "--weights", str(weights), "--json"]) == 0
@@ -169,7 +169,7 @@ def test_resume_continues_the_schedule_and_refuses_a_no_op(tmp_path, capsys):
 
 
 def test_a_resumed_run_gets_the_time_limit_it_is_given(tmp_path):
-    from gridyolo.train_cli import SafeCheckpointIO
+    from gridyolo.training.cli import SafeCheckpointIO
 
     weights = write_checkpoint(tmp_path / "m.ckpt", CLASSES)
     checkpoint = torch.load(weights, weights_only=True)

@@ -18,10 +18,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gridyolo.cli import build_parser
+from gridyolo.apps.cli import build_parser
+from gridyolo.core.decode import decode_grid
+from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.readers import build_reader
-from gridyolo.data.transforms import AugmentConfig, EvalTransform, TrainTransform
-from gridyolo.decode import decode_grid
+from gridyolo.data.transforms import AugmentConfig, TrainTransform
 from gridyolo.errors import DatasetError
 
 # Derandomized (the same examples every run: the suite cannot flake); GRIDYOLO_HYPOTHESIS_EXAMPLES=2000

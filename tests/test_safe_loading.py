@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gridyolo.checkpoint import load_checkpoint, weights_format
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
+from gridyolo.deploy.checkpoint import load_checkpoint, weights_format
 from gridyolo.errors import GridyoloError
 from train_helpers import tiny_bccd, tiny_config, write_checkpoint
 
@@ -91,7 +91,7 @@ def test_payload_in_export_info_and_resume(evil, capsys):
 def test_resume_goes_through_the_safe_reader(evil, monkeypatch):
     """Lightning's own checkpoint reader is replaced, so a payload added after the pre-check (or any
     other path into ``trainer.fit(ckpt_path=...)``) is refused too."""
-    from gridyolo.train_cli import SafeCheckpointIO
+    from gridyolo.training.cli import SafeCheckpointIO
 
     tmp, marker = evil
     with pytest.raises(GridyoloError, match="refused"):
@@ -101,7 +101,7 @@ def test_resume_goes_through_the_safe_reader(evil, monkeypatch):
 
 
 def test_weights_are_told_apart_by_content(evil, tmp_path):
-    from gridyolo.export import export_onnx, export_torchscript
+    from gridyolo.deploy.export import export_onnx, export_torchscript
 
     clean = tmp_path / "clean.ckpt"
     export_torchscript(str(clean), str(tmp_path / "model.onnx"))  # a TorchScript file with the wrong suffix
@@ -121,7 +121,7 @@ def test_weights_are_told_apart_by_content(evil, tmp_path):
 
 def test_detect_runs_renamed_exports(evil, bccd_root, tmp_path, capsys):
     """What the file is decides how it runs, not its name."""
-    from gridyolo.export import export_onnx, export_torchscript
+    from gridyolo.deploy.export import export_onnx, export_torchscript
 
     clean = tmp_path / "clean.ckpt"
     export_torchscript(str(clean), str(tmp_path / "ts.bin"))

@@ -9,8 +9,8 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from gridyolo.apps.summary import format_summary, model_summary
 from gridyolo.models import build_detector
-from gridyolo.summary import format_summary, model_summary
 
 
 def test_cli_summary_resnet18_json():
@@ -18,7 +18,7 @@ def test_cli_summary_resnet18_json():
         [
             sys.executable,
             "-m",
-            "gridyolo.cli",
+            "gridyolo.apps.cli",
             "summary",
             "--backbone",
             "resnet18",

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gridyolo.checkpoint import detector_from_checkpoint
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
 from gridyolo.data.datamodule import DetectionDataModule
+from gridyolo.deploy.checkpoint import detector_from_checkpoint
 from gridyolo.models import BACKBONES, stem_layers
-from gridyolo.training import GridYoloModule, NonFiniteLossError
+from gridyolo.training.module import GridYoloModule, NonFiniteLossError
 from train_helpers import tiny_bccd, tiny_config
 
 CLASSES = ["RBC", "WBC", "Platelets"]
@@ -212,7 +212,7 @@ def test_history_agrees_with_metrics_csv_epoch_by_epoch(tiny_root, tmp_path):
 
 
 def test_best_checkpoint_keeps_the_best_score_across_a_resume(tmp_path):
-    from gridyolo.runs import BestCheckpoint
+    from gridyolo.training.callbacks import BestCheckpoint
 
     old = tmp_path / "old" / "weights"
     old.mkdir(parents=True)
@@ -268,7 +268,7 @@ def test_class_count_mismatch_on_resume_and_eval(tiny_root, tmp_path, capsys, co
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, capsys, monkeypatch):
-    from gridyolo.loss import YoloV1Loss
+    from gridyolo.core.loss import YoloV1Loss
 
     forward = YoloV1Loss.forward
     calls = {"n": 0}

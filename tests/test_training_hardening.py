@@ -13,15 +13,15 @@ import lightning as L
 import pytest
 import torch
 
-from gridyolo.checkpoint import load_checkpoint
+from gridyolo.core.loss import YoloV1Loss
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler
 from gridyolo.data.readers import build_reader
 from gridyolo.data.transforms import AugmentConfig, TrainTransform
-from gridyolo.loss import YoloV1Loss
-from gridyolo.runs import RunStatus
-from gridyolo.train_cli import default_precision
-from gridyolo.training import GridYoloModule
+from gridyolo.deploy.checkpoint import load_checkpoint
+from gridyolo.training.callbacks import RunStatus
+from gridyolo.training.cli import default_precision
+from gridyolo.training.module import GridYoloModule
 from train_helpers import tiny_bccd, tiny_config
 
 CLASSES = ["RBC", "WBC", "Platelets"]
@@ -33,7 +33,7 @@ def tiny_root(tmp_path_factory):
 
 
 def _start_training(tmp_path, config, name):
-    command = [sys.executable, "-m", "gridyolo.cli", "train", "--config", str(config), "--project",
+    command = [sys.executable, "-m", "gridyolo", "train", "--config", str(config), "--project",
                str(tmp_path / "runs"), "--name", name]  # fmt: skip
     # a shell runs background jobs (and so pytest, and this child) with SIGINT ignored; Ctrl-C is what we test
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -64,7 +64,7 @@ def test_an_interrupted_run_is_marked_and_resumes(tiny_root, tmp_path, sig, code
     assert f"training interrupted ({reason}); {last} holds the {status['epochs_saved']} finished epoch(s)" in err
     assert status["resume"] == f"gridyolo train --config {run / 'config.yaml'} --resume {last}"
     if sig == signal.SIGINT:  # the printed command continues the run
-        done = subprocess.run([sys.executable, "-m", "gridyolo.cli", *status["resume"].split()[1:], "--name",
+        done = subprocess.run([sys.executable, "-m", "gridyolo", *status["resume"].split()[1:], "--name",
                                "resumed", "--trainer.max_epochs", str(status["epochs_saved"] + 1)],
                               capture_output=True, text=True, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
@@ -173,7 +173,7 @@ def test_when_no_predictor_overlaps_the_closest_is_responsible():
 
 
 def test_exist_ok_never_reuses_a_folder_a_run_wrote_into(tiny_root, tmp_path, capsys):
-    from gridyolo.cli import main
+    from gridyolo.apps.cli import main
 
     config = tiny_config(tmp_path / "tiny.yaml", tiny_root, trainer__max_epochs=1)
     (tmp_path / "runs" / "exp").mkdir(parents=True)

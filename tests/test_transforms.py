@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from gridyolo.core.letterbox import EvalTransform, boxes_to_input, boxes_to_original, letterbox
 from gridyolo.data.dataset import DetectionDataset, collate_detections
-from gridyolo.data.transforms import (
-    AugmentConfig,
-    EvalTransform,
-    TrainTransform,
-    boxes_to_input,
-    boxes_to_original,
-    letterbox,
-)
+from gridyolo.data.transforms import AugmentConfig, TrainTransform
 
 
 @pytest.mark.parametrize("mode", ["letterbox", "stretch"])

@@ -46,7 +46,7 @@ def write_checkpoint(
     """
     import torch
 
-    from gridyolo.checkpoint import ModelMeta
+    from gridyolo.deploy.checkpoint import ModelMeta
     from gridyolo.models import build_detector
 
     torch.manual_seed(seed)

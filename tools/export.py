@@ -6,7 +6,7 @@
 
 import sys
 
-from gridyolo.cli import main
+from gridyolo.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["export", *sys.argv[1:]]))

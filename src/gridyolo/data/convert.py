@@ -31,6 +31,7 @@ from gridyolo.data.base import DetectionReader
 from gridyolo.data.coco import CocoReader
 from gridyolo.data.sample import ImageRecord
 from gridyolo.errors import DatasetError, GridyoloError
+from gridyolo.files import write_text
 
 TARGETS = ("coco", "voc", "yolo")
 IMAGE_MODES = ("copy", "symlink", "hardlink")
@@ -139,7 +140,7 @@ def _write_coco(reader: DetectionReader, out: str, split: str, names: list[str],
         "annotations": annotations,
         "categories": categories,
     }
-    _atomic_text(os.path.join(out, "annotations", f"instances_{split}.json"), json.dumps(data))
+    write_text(os.path.join(out, "annotations", f"instances_{split}.json"), json.dumps(data))
     return []
 
 
@@ -171,9 +172,9 @@ def _write_voc(reader: DetectionReader, out: str, split: str, names: list[str], 
                 ET.SubElement(bndbox, tag).text = _float32_text(value)
         crowd += len(record.crowd_labels)
         ET.indent(root)
-        _atomic_text(os.path.join(out, "Annotations", f"{stem}.xml"), ET.tostring(root, encoding="unicode") + "\n")
+        write_text(os.path.join(out, "Annotations", f"{stem}.xml"), ET.tostring(root, encoding="unicode") + "\n")
         _place_image(record.file, os.path.join(out, "JPEGImages", name), mode)
-    _atomic_text(os.path.join(out, "ImageSets", "Main", f"{split}.txt"), "".join(f"{s}\n" for s in stems))
+    write_text(os.path.join(out, "ImageSets", "Main", f"{split}.txt"), "".join(f"{s}\n" for s in stems))
     return _lost(crowd, 0, "Pascal VOC")
 
 
@@ -189,7 +190,7 @@ def _write_yolo(reader: DetectionReader, out: str, split: str, names: list[str],
         crowd += len(record.crowd_labels)
         difficult += int((~keep).sum())
         stem = os.path.splitext(name)[0]
-        _atomic_text(os.path.join(out, "labels", split, f"{stem}.txt"), "".join(f"{line}\n" for line in lines))
+        write_text(os.path.join(out, "labels", split, f"{stem}.txt"), "".join(f"{line}\n" for line in lines))
         _place_image(record.file, os.path.join(out, "images", split, name), mode)
     _update_data_yaml(os.path.join(out, "data.yaml"), split, list(reader.info.class_names))
     return _lost(crowd, difficult, "YOLO txt")
@@ -206,15 +207,7 @@ def _update_data_yaml(path: str, split: str, class_names: list[str]) -> None:
             raise GridyoloError(f"{path}: its class names differ from this dataset's; write to another --out")
     config[split] = f"images/{split}"
     config["names"] = dict(enumerate(class_names))
-    _atomic_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-
-
-def _atomic_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
 
 def format_convert_report(report: dict) -> str:

@@ -8,12 +8,13 @@ import lightning as L
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader
 
+from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections
 from gridyolo.data.image_check import FATAL, check_images
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
-from gridyolo.data.transforms import AugmentConfig, EvalTransform, TrainTransform
+from gridyolo.data.transforms import AugmentConfig, TrainTransform
 from gridyolo.errors import DatasetError
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, get_worker_info
 
+from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
-from gridyolo.data.transforms import EvalTransform, TrainTransform
+
+if TYPE_CHECKING:  # the augmenting transform (albumentations) is not needed to evaluate
+    from gridyolo.data.transforms import TrainTransform
 
 
 class DetectionDataset(Dataset):
@@ -52,7 +57,7 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         sample = self.reader[index]
         record = sample.record
-        if isinstance(self.transform, TrainTransform):
+        if not isinstance(self.transform, EvalTransform):  # augmenting
             self._reseed()
             mosaic_items = None
             if self.transform.augment.mosaic > 0 and len(self.reader) > 1:

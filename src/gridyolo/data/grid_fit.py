@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gridyolo.core.grid import assign_cells
+from gridyolo.core.letterbox import boxes_to_input, letterbox_params
 from gridyolo.data.sample import ImageRecord
-from gridyolo.data.transforms import letterbox_geometry
-from gridyolo.grid import assign_cells
 
 GRID_SIZES = (4, 5, 7, 8, 10, 13, 14, 16, 20, 26)
 OWN_CELL_TARGET = 0.97  # share of objects that must own a cell for a grid to be recommended
@@ -27,10 +27,8 @@ def input_fractions(records: Sequence[ImageRecord], resize_mode: str = "letterbo
     for i, record in enumerate(records):
         if not len(record.boxes):
             continue
-        new_w, new_h, pad_x, pad_y = letterbox_geometry(record.height, record.width, size, resize_mode)
-        scale = np.array([new_w / record.width, new_h / record.height] * 2)
-        pad = np.array([pad_x, pad_y] * 2)
-        boxes.append((record.boxes * scale + pad) / size)
+        params = letterbox_params(record.height, record.width, size, resize_mode)
+        boxes.append(boxes_to_input(record.boxes, params) / size)
         index.append(np.full(len(record.boxes), i))
     if not boxes:
         return np.zeros((0, 4)), np.zeros(0, dtype=np.int64)

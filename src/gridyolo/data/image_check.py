@@ -12,6 +12,7 @@ only stats its files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,10 +24,10 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from gridyolo.cache import cache_dir
 from gridyolo.data.images import header_size
 from gridyolo.data.sample import ImageRecord
 from gridyolo.errors import DatasetError
+from gridyolo.files import cache_dir, write_json
 from gridyolo.inputs import check_image_pixels, require_regular_file
 
 FATAL = ("unreadable", "truncated", "corrupt", "size_mismatch", "too_large")
@@ -93,14 +94,8 @@ def _load_cache(path: str) -> dict:
 
 
 def _save_cache(path: str, images: dict) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": _CACHE_VERSION, "images": images}, f)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs time
+    with contextlib.suppress(OSError):  # a read-only cache only costs time
+        write_json(path, {"version": _CACHE_VERSION, "images": images}, indent=None)
 
 
 def check_images(

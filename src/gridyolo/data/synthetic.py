@@ -12,6 +12,9 @@ import os
 
 import cv2
 import numpy as np
+import torch
+
+from gridyolo.core.grid import cell_index
 
 SHAPES = ("circle", "square", "triangle", "cross")
 
@@ -67,7 +70,7 @@ def make_image(
             side = rng.uniform(0.22, 0.45) * min(width, height)
             w, h = side * rng.uniform(0.75, 1.25), side * rng.uniform(0.75, 1.25)
             cx, cy = rng.uniform(w / 2, width - w / 2), rng.uniform(h / 2, height - h / 2)
-            cell = (int(cy / height * grid_size), int(cx / width * grid_size))
+            cell = tuple(cell_index(torch.tensor([cy / height, cx / width], dtype=torch.float64), grid_size).tolist())
             cls = int(rng.integers(len(SHAPES)))
             mask = np.zeros((height, width), dtype=np.uint8)
             _draw(mask, SHAPES[cls], cx, cy, w, h, (1,))

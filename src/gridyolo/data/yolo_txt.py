@@ -65,11 +65,7 @@ class YoloTxtReader(DetectionReader):
         for image_id, image in enumerate(_list_images(base, config[split], data_yaml)):
             width, height = read_image_size(image)
             txt = label_path(image)
-            rows = _read_label_file(txt, len(names))
-            labels = rows[:, 0].astype(np.int64)
-            cxcywh = rows[:, 1:] * np.array([width, height, width, height], dtype=np.float64)
-            with np.errstate(invalid="ignore", over="ignore"):  # nan/inf rows are dropped and reported below
-                boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
+            boxes, labels = read_labels(txt, width, height, len(names))
             self.records.append(
                 self._make_record(
                     file=image,
@@ -123,6 +119,20 @@ def _list_images(base: str, entry: str | list, data_yaml: str) -> list[str]:
                 f"{data_yaml}: split entry '{item}' -> {path} is neither an image folder nor a .txt list"
             )
     return images
+
+
+def read_labels(path: str, width: int, height: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image's label file -> ``(boxes float64 [K, 4] xyxy image px, labels int64 [K])``.
+
+    A missing file is an image without objects; a bad line or a class outside ``0..num_classes - 1``
+    is a ``DatasetError`` naming the file and line. Non-finite values pass through (the reader drops
+    and reports them).
+    """
+    rows = _read_label_file(path, num_classes)
+    cxcywh = rows[:, 1:] * np.array([width, height, width, height], dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
+    return boxes, rows[:, 0].astype(np.int64)
 
 
 def _read_label_file(path: str, num_classes: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -10,47 +9,37 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from gridyolo.checkpoint import ModelMeta, detector_from_checkpoint, resolve_conf_threshold
+from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.coco import CocoReader
 from gridyolo.data.dataset import DetectionDataset, collate_detections
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
-from gridyolo.data.transforms import EvalTransform
-from gridyolo.decode import decode_targets_batch
+from gridyolo.deploy.checkpoint import resolve_conf_threshold, weights_format
+from gridyolo.deploy.predictor import Predictor, load_predictor
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco
 from gridyolo.evaluation.voc_ap import best_f1_threshold, voc_ap
+from gridyolo.files import write_json
 from gridyolo.inputs import resolve_device
-from gridyolo.models import Detector
 
 
-@torch.no_grad()
 def predict_reader(
-    model: Detector,
-    meta: ModelMeta,
-    reader: DetectionReader,
-    batch_size: int = 16,
-    conf_threshold: float = 0.001,
-    iou_threshold: float = 0.5,
-    max_detections: int = 100,
-    device: str = "cpu",
-    num_workers: int = 0,
+    predictor: Predictor, reader: DetectionReader, batch_size: int = 16, num_workers: int = 0
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """``{image_id: {boxes xyxy original px, scores, labels}}`` for every image of ``reader``."""
-    loader = DataLoader(
-        DetectionDataset(reader, EvalTransform(meta.input_size, meta.resize_mode)),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_detections,
-    )
-    model = model.to(device).eval()
+    """``{image_id: {boxes xyxy original px, scores, labels}}`` for every image of ``reader``.
+
+    Images are letterboxed by ``EvalTransform`` (OpenCV, as in training's validation) whatever runs the
+    model, so a checkpoint and its exports see the same input; the predictor's thresholds apply.
+    """
+    transform = EvalTransform(predictor.input_size, predictor.info["resize_mode"])
+    loader = DataLoader(DetectionDataset(reader, transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_detections)  # fmt: skip
     predictions = {}
     for images, targets in loader:
-        raw = model(images.to(device))
-        detections = decode_targets_batch(
-            raw, meta.num_boxes, tuple(images.shape[-2:]), targets, conf_threshold, iou_threshold, max_detections
-        )
+        params = torch.stack([t["letterbox"] for t in targets])
+        sizes = torch.stack([t["orig_size"] for t in targets]).float()
+        detections = predictor.postprocess(predictor.predict_raw(images), params, sizes)
         for target, det in zip(targets, detections):
             predictions[int(target["image_id"])] = {k: v.cpu() for k, v in det.items()}
     return predictions
@@ -129,11 +118,11 @@ def score_detections(
         area = voc_ap(reader.records, predictions, names, use_07_metric=False)
         metrics.update(voc07_map50=voc07["map"], voc_map50=area["map"], voc07_per_class=voc07["per_class"])
     if save_json:
-        write_json(save_json, results)
+        write_json(save_json, results, indent=None)
         metrics["results_json"] = save_json
         if not isinstance(reader, CocoReader):  # so anyone can re-run pycocotools on the pair
             gt_path = os.path.splitext(save_json)[0] + "_gt.json"
-            write_json(gt_path, ground_truth)
+            write_json(gt_path, ground_truth, indent=None)
             metrics["ground_truth_json"] = gt_path
     if plots_dir:
         from gridyolo.evaluation import plots
@@ -145,15 +134,6 @@ def score_detections(
                                     threshold)  # fmt: skip
         metrics["plots"] = plots_dir
     return metrics
-
-
-def write_json(path: str, data) -> None:
-    """Atomic json write (temp file + rename) into an existing or new folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
 
 
 def check_outputs_free(save_json: str | None, plots_dir: str | None, exist_ok: bool) -> None:
@@ -170,7 +150,7 @@ def check_outputs_free(save_json: str | None, plots_dir: str | None, exist_ok: b
         raise GridyoloError(f"{plots_dir}: exists and is not a folder")
 
 
-def evaluate_checkpoint(
+def evaluate_weights(
     weights: str,
     root: str | Sequence[str],
     format: str,
@@ -184,20 +164,32 @@ def evaluate_checkpoint(
     device: str = "cpu",
     plots_dir: str | None = None,
     exist_ok: bool = False,
+    model_backend: str | None = None,
 ) -> dict:
-    """Metrics of a checkpoint on a split of any format (see ``score_detections``).
+    """Metrics of a weights file (a checkpoint, or its TorchScript or ONNX export) on a split of any
+    format (see ``score_detections``); ``backend`` is the COCO evaluator's, ``model_backend`` what runs
+    the model (``deploy.load_predictor``; default: torch for a checkpoint, as training validated it,
+    the file's own runtime for an export).
 
     The model's labels are matched to the dataset's by class name, so a model trained on COCO json,
     VOC xml or YOLO txt scores the same on the same images in any of the three formats.
     """
     device = resolve_device(device)
     check_outputs_free(save_json, plots_dir, exist_ok)
-    model, meta = detector_from_checkpoint(weights)
-    reader = build_reader(root, format, split, classes=meta.class_names)
-    mapping = label_mapping(meta.class_names, reader.info, weights)
-    predictions = predict_reader(model, meta, reader, batch_size, conf_threshold, iou_threshold, max_detections, device)
-    return score_detections(reader, remap_labels(predictions, mapping), None, backend, save_json, plots_dir,
-                            meta.conf_threshold)  # fmt: skip
+    if model_backend is None:
+        model_backend = "torch" if weights_format(weights) == "checkpoint" else "auto"
+    predictor = load_predictor(weights, model_backend, device, None, conf_threshold, iou_threshold, max_detections,
+                               channels_last=False)  # fmt: skip
+    names = predictor.class_names
+    reader = build_reader(root, format, split, classes=names)
+    mapping = label_mapping(names, reader.info, weights)
+    predictions = predict_reader(predictor, reader, batch_size)
+    metrics = score_detections(reader, remap_labels(predictions, mapping), None, backend, save_json, plots_dir,
+                               predictor.info["model_conf_threshold"])  # fmt: skip
+    metrics["model_backend"] = predictor.info["backend"]
+    for note in predictor.info["notes"]:
+        metrics.setdefault("notes", []).append(note)
+    return metrics
 
 
 def evaluate_predictions_file(

@@ -11,7 +11,7 @@ from gridyolo.models.head import GridHead
 
 class Detector(nn.Module):
     """``forward(images)``: ``[N, 3, H, W]`` RGB, ``uint8`` (0..255) or float (0..1) -> raw grid
-    ``[N, S, S, B*5 + C]`` (see ``gridyolo.grid`` for what it means).
+    ``[N, S, S, B*5 + C]`` (see ``gridyolo.core.grid`` for what it means).
 
     Normalization (the backbone's mean / std) happens inside, so a batch travels to the device as
     ``uint8`` and exported models need no separate pre-processing constants.

@@ -20,15 +20,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from gridyolo.checkpoint import ModelMeta
-from gridyolo.decode import decode_targets_batch
+from gridyolo.core.decode import decode_targets_batch
+from gridyolo.core.loss import YoloV1Loss
+from gridyolo.deploy.checkpoint import ModelMeta
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
 from gridyolo.evaluation.voc_ap import best_f1_threshold
 from gridyolo.inputs import check_input_size
-from gridyolo.loss import YoloV1Loss
 from gridyolo.models import backbone_stride, build_detector, stem_layers
-from gridyolo.optim import build_optimizer, lr_lambda
+from gridyolo.training.optim import build_optimizer, lr_lambda
 
 
 class NonFiniteLossError(GridyoloError):

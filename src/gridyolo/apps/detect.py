@@ -1,6 +1,7 @@
 """``gridyolo detect``: a checkpoint or an exported file on images, folders, videos, cameras.
 
-On the CPU the model stage runs in ONNX Runtime by default (``ort_backend``), elsewhere in torch.
+The weights are opened by ``deploy.predictor.load_predictor`` (on the CPU the model stage runs in
+ONNX Runtime by default, elsewhere in torch).
 
 Writes drawn images (or a drawn video with the source's frame count, size and fps) into a new run
 directory, optionally ``predictions.jsonl`` (one record per image or frame), and reports per-stage
@@ -24,110 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gridyolo import ort_backend
-from gridyolo.checkpoint import resolve_conf_threshold, weights_format
-from gridyolo.decode import peak_scores
-from gridyolo.drawing import draw_detections
+from gridyolo.apps.drawing import draw_detections
+from gridyolo.apps.sources import Frame, FrameReader, batched, open_capture, resolve_source, video_properties
+from gridyolo.core.decode import peak_scores
+from gridyolo.deploy.predictor import Predictor, load_predictor
 from gridyolo.errors import GridyoloError
-from gridyolo.export import inference_from_checkpoint, load_torchscript
-from gridyolo.inputs import check_input_size, resolve_device
-from gridyolo.models import backbone_stride
-from gridyolo.runs import new_run_dir
-from gridyolo.sources import Frame, FrameReader, batched, open_capture, resolve_source, video_properties
+from gridyolo.files import new_run_dir
+from gridyolo.inputs import resolve_device
 
 STAGES = ("read", "preprocess", "model", "decode_nms", "draw_write")
-
-
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-def load_detector(
-    weights: str,
-    device: str = "cpu",
-    img_size: int | None = None,
-    conf_threshold: float | None = None,
-    iou_threshold: float = 0.45,
-    max_detections: int = 100,
-    backend: str = "auto",
-) -> tuple[Any, dict[str, Any]]:
-    """An inference model and its metadata (``info["backend"]``: what runs the model stage).
-
-    Every model exposes ``preprocess``, ``predict_raw`` and ``postprocess`` (see
-    ``inference.InferenceModel``), with the same pre-processing and decode code:
-    - a checkpoint on the CPU with ``backend="auto"``: ONNX Runtime (``ort_backend``; the fastest CPU
-      path measured), used only if its raw grid matches the eager model's within
-      ``ort_backend.RAW_TOLERANCE`` on a probe batch; otherwise, or with ``backend="torch"``, the eager
-      model in channels_last;
-    - an exported TorchScript file: that file; an exported ``.onnx`` file: ONNX Runtime.
-
-    ``conf_threshold`` ``None``: the model's own (F1-optimal on its validation split, stored at
-    training), else 0.25; ``info["conf_threshold"]`` / ``info["conf_source"]`` say which.
-    """
-    model, info = _load_detector(weights, device, img_size, conf_threshold, iou_threshold, max_detections, backend)
-    stored = info.get("conf_threshold") if conf_threshold is None else None
-    info["conf_source"] = "--conf" if conf_threshold is not None else (
-        "the model's F1-optimal threshold" if stored is not None else "the default")  # fmt: skip
-    info.update(conf_threshold=float(model.conf_threshold), iou_threshold=iou_threshold, max_detections=max_detections)
-    return model, info
-
-
-def _load_detector(
-    weights: str, device: str, img_size: int | None, conf_threshold: float | None, iou_threshold: float,
-    max_detections: int, backend: str,
-) -> tuple[Any, dict[str, Any]]:  # fmt: skip
-    if backend not in BACKENDS:
-        raise GridyoloError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
-    kind = weights_format(weights)
-    thresholds = (conf_threshold, iou_threshold, max_detections)
-    notes: list[str] = []
-    if kind == "onnx":
-        if backend == "torch" or not device.startswith("cpu"):
-            raise GridyoloError(f"{weights}: an ONNX file runs with --backend onnxruntime on the CPU")
-        if not ort_backend.onnxruntime_available():
-            raise GridyoloError(f"{weights}: running an ONNX file needs onnxruntime (pip install onnxruntime)")
-        model = ort_backend.OnnxRuntimeModel(weights, *thresholds)
-        if img_size and img_size != model.input_size:
-            raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
-                                f"needs a new export")  # fmt: skip
-        return model, {**model.info, "backend": "onnxruntime", "notes": notes}
-    if kind == "torchscript":
-        if backend == "onnxruntime":
-            raise GridyoloError(f"{weights}: a TorchScript file runs with torch; --backend onnxruntime needs a "
-                                f"checkpoint or an .onnx file")  # fmt: skip
-        model, info = load_torchscript(weights, device)
-        model.conf_threshold = resolve_conf_threshold(conf_threshold, info.get("conf_threshold"))
-        model.iou_threshold, model.max_detections = iou_threshold, max_detections
-        if img_size:
-            check_input_size(img_size, backbone_stride(info["backbone"]))
-            model.input_size = img_size
-            info["input_size"] = img_size
-        return model, {**info, "backend": "torch", "notes": notes}
-    on_cpu = device.startswith("cpu")
-    if backend == "onnxruntime" and not (on_cpu and ort_backend.onnxruntime_available()):
-        raise GridyoloError("--backend onnxruntime needs the CPU and onnxruntime (pip install onnxruntime)")
-    if on_cpu and backend != "torch" and ort_backend.onnxruntime_available():
-        fast = _checked_onnxruntime(weights, img_size, thresholds, strict=backend == "onnxruntime", notes=notes)
-        if fast is not None:
-            return fast, {**fast.info, "backend": "onnxruntime", "notes": notes}
-    model, info = inference_from_checkpoint(weights, img_size, *thresholds)
-    return model.to(device), {**info, "backend": "torch", "notes": notes}
-
-
-def _checked_onnxruntime(weights: str, img_size: int | None, thresholds: tuple, strict: bool, notes: list[str]):
-    """ONNX Runtime for a checkpoint if it exports and matches the eager model; else ``None`` and a note
-    (``strict``: a one-line error instead)."""
-    try:
-        model, gap = ort_backend.onnxruntime_from_checkpoint(weights, img_size, *thresholds)
-    except Exception as exc:  # e.g. a head pool with no fixed-size ONNX form at this input size
-        reason = f"ONNX export failed ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
-    else:
-        if gap <= ort_backend.RAW_TOLERANCE:
-            return model
-        reason = f"ONNX Runtime differs from the eager model by {gap:.2g} on the raw grid"
-    if strict:
-        raise GridyoloError(f"{weights}: {reason}")
-    notes.append(f"{weights}: {reason}; running with torch")
-    return None
 
 
 @dataclass
@@ -154,19 +60,19 @@ def _sync(device: str) -> None:
 
 @torch.inference_mode()
 def predict_frames(
-    model: torch.nn.Module, frames: list[Frame], device: str, timer: StageTimer, num_boxes: int = 2
+    predictor: Predictor, frames: list[Frame], device: str, timer: StageTimer
 ) -> tuple[list[dict], float]:
     """Run one batch through the three stages, timing each; also the batch's highest score before the
     threshold (``decode.peak_scores``)."""
     start = time.perf_counter()
     tensors = [torch.from_numpy(np.ascontiguousarray(f.image)).permute(2, 0, 1) for f in frames]
-    batch, params, sizes = model.preprocess(tensors)
+    batch, params, sizes = predictor.preprocess(tensors)
     _sync(device)
     t1 = time.perf_counter()
-    raw = model.predict_raw(batch)
+    raw = predictor.predict_raw(batch)
     _sync(device)
     t2 = time.perf_counter()
-    detections = model.postprocess(raw, params, sizes)
+    detections = predictor.postprocess(raw, params, sizes)
     _sync(device)
     t3 = time.perf_counter()
     timer.totals["preprocess"] += (t1 - start) * 1000
@@ -174,7 +80,7 @@ def predict_frames(
     timer.totals["decode_nms"] += (t3 - t2) * 1000
     timer.totals["read"] += sum(f.read_ms for f in frames)
     timer.images += len(frames)
-    peak = float(peak_scores(torch.as_tensor(raw), num_boxes).max())
+    peak = float(peak_scores(torch.as_tensor(raw), predictor.num_boxes).max())
     return [{k: v.cpu() for k, v in d.items()} for d in detections], peak
 
 
@@ -235,7 +141,8 @@ def run_detect(
     capture = open_capture(resolved) if resolved.kind != "images" else None
     writer = None
     try:  # the capture (and later the writer) is released on every error path
-        model, info = load_detector(weights, device, img_size, conf_threshold, iou_threshold, backend=backend)
+        predictor = load_predictor(weights, backend, device, img_size, conf_threshold, iou_threshold)
+        info = predictor.info
         expected = 0
         if capture is not None:
             fps, width, height, expected = video_properties(capture, resolved.spec)
@@ -268,7 +175,7 @@ def run_detect(
     start = time.perf_counter()
     try:
         for frames in batched(iter(reader), batch_size):
-            detections, batch_peak = predict_frames(model, frames, device, timer, int(info["num_boxes"]))
+            detections, batch_peak = predict_frames(predictor, frames, device, timer)
             peak = max(peak, batch_peak)
             t0 = time.perf_counter()
             for frame, det in zip(frames, detections):

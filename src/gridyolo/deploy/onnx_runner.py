@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from gridyolo.data.transforms import letterbox
+from gridyolo.core.letterbox import letterbox
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

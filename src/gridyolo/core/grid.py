@@ -76,6 +76,12 @@ class CellTargets(NamedTuple):
     label: Tensor
 
 
+def cell_index(fraction: Tensor, grid_size: int) -> Tensor:
+    """int64 cell index along one axis of centres at ``fraction`` of the input (any shape):
+    ``floor(fraction * S)`` clamped to ``[0, S - 1]``."""
+    return (fraction * grid_size).floor().clamp(0, grid_size - 1).long()
+
+
 def assign_cells(boxes: Tensor, labels: Tensor, batch: Tensor, grid_size: int) -> CellTargets:
     """Give each object the cell that holds its centre; one object per cell.
 
@@ -93,8 +99,7 @@ def assign_cells(boxes: Tensor, labels: Tensor, batch: Tensor, grid_size: int) -
     """
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    col = (cx * grid_size).floor().clamp(0, grid_size - 1).long()
-    row = (cy * grid_size).floor().clamp(0, grid_size - 1).long()
+    col, row = cell_index(cx, grid_size), cell_index(cy, grid_size)
     key = (batch * grid_size + row) * grid_size + col
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     order = torch.sort(-area, stable=True).indices  # largest first, ties keep input order

@@ -25,8 +25,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.errors import GridyoloError
-from gridyolo.runs import BestCheckpoint, RunStatus, RunSummary, new_run_dir
-from gridyolo.training import GridYoloModule
+from gridyolo.files import new_run_dir
+from gridyolo.training.callbacks import BestCheckpoint, RunStatus, RunSummary
+from gridyolo.training.module import GridYoloModule
 
 RUN_DIR_ENV = "GRIDYOLO_RUN_DIR"
 
@@ -45,7 +46,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     ``--resume`` of a checkpoint that carries a pickle payload refuses it instead of running it."""
 
     def load_checkpoint(self, path, *args, **kwargs):  # Lightning >= 2.5 adds a weights_only argument
-        from gridyolo.checkpoint import safe_torch_load
+        from gridyolo.deploy.checkpoint import safe_torch_load
 
         checkpoint = safe_torch_load(str(path))
         # a resumed run gets the time limit it is given now (--trainer.max_time), not what is left of the
@@ -71,7 +72,7 @@ class GridYoloCLI(LightningCLI):
         resume = self.config.get("resume")
         self.resume_epochs_done = 0
         if resume is not None:
-            from gridyolo.checkpoint import load_checkpoint
+            from gridyolo.deploy.checkpoint import load_checkpoint
 
             # a clear error now rather than a traceback from inside fit; and what it holds
             self.resume_epochs_done = int(load_checkpoint(resume).get("epoch", -1)) + 1

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from gridyolo import __version__
-from gridyolo.checkpoint import detector_from_checkpoint, resolve_conf_threshold, weights_format
+from gridyolo.deploy.checkpoint import detector_from_checkpoint, resolve_conf_threshold, weights_format
+from gridyolo.deploy.inference import InferenceModel
 from gridyolo.errors import GridyoloError
-from gridyolo.inference import InferenceModel
+from gridyolo.files import atomic_path
 from gridyolo.inputs import check_input_size
 from gridyolo.models import backbone_stride
 
@@ -45,12 +46,14 @@ def inference_from_checkpoint(
     iou_threshold: float = 0.45,
     max_detections: int = 100,
     channels_last: bool = True,
+    checkpoint: dict | None = None,
 ) -> tuple[InferenceModel, dict[str, Any]]:
-    """``InferenceModel`` (eager, eval mode) of a training checkpoint and its metadata dict.
+    """``InferenceModel`` (eager, eval mode) of a training checkpoint and its metadata dict
+    (``checkpoint``: the file's content when the caller has already read it).
 
     ``channels_last`` is the default: 1.3-1.7× the eager NCHW forward on the CPU with the same
     detections (BENCHMARKS.md); exports inherit it."""
-    detector, meta = detector_from_checkpoint(path)
+    detector, meta = detector_from_checkpoint(path, checkpoint=checkpoint)
     size = img_size or meta.input_size
     check_input_size(size, backbone_stride(meta.backbone))
     conf_threshold = resolve_conf_threshold(conf_threshold, meta.conf_threshold)
@@ -65,15 +68,12 @@ def inference_from_checkpoint(
 def export_torchscript(weights: str, out: str, img_size: int | None = None, **thresholds: Any) -> dict[str, Any]:
     """Script ``InferenceModel`` of ``weights`` and save it to ``out`` with its metadata; returns the metadata."""
     model, info = inference_from_checkpoint(weights, img_size, **thresholds)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp"
-    with _jit_without_deprecation_notice():
+    with _jit_without_deprecation_notice(), atomic_path(out) as tmp:
         scripted = torch.jit.script(model)
         try:
             torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(info)})
         except RuntimeError as exc:  # torch reports a failed open or write as a RuntimeError
             raise GridyoloError(f"{out}: cannot write ({str(exc).splitlines()[0][-120:]})") from None
-    os.replace(tmp, out)  # atomic: a reader never sees half a file
     return info
 
 
@@ -138,33 +138,32 @@ def _fixed_size_pool(detector: torch.nn.Module, example: torch.Tensor) -> torch.
     return torch.nn.AvgPool2d((height // s, width // s))
 
 
-def export_onnx(weights: str, out: str, img_size: int | None = None, opset: int = 17) -> dict[str, Any]:
+def export_onnx(
+    weights: str, out: str, img_size: int | None = None, opset: int = 17, checkpoint: dict | None = None
+) -> dict[str, Any]:
     """Export the raw model (``uint8 [N, 3, size, size]`` -> raw grid) to ONNX; decode and NMS run
-    outside it (``gridyolo.onnx_runner``, or ``ort_backend`` in detect)."""
+    outside it (``gridyolo.deploy.onnx_runner``, or ``ort_backend`` in detect). ``checkpoint``: the
+    file's content when the caller has already read it."""
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise GridyoloError("ONNX export needs the onnx package: pip install onnx") from None
-    detector, meta = detector_from_checkpoint(weights)
+    detector, meta = detector_from_checkpoint(weights, checkpoint=checkpoint)
     size = img_size or meta.input_size
     check_input_size(size, backbone_stride(meta.backbone))
     example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
     detector.head.pool = _fixed_size_pool(detector, example)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.{os.getpid()}.tmp"  # two processes exporting the same file never share a temp file
     # the TorchScript-based exporter: torch >= 2.9 defaults to dynamo, torch < 2.5 has no such argument
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    torch.onnx.export(
-        detector, (example,), tmp, input_names=["images"], output_names=["raw"], opset_version=opset,
-        dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}}, **legacy,
-    )  # fmt: skip
-    import onnx
-
-    graph = onnx.load(tmp)
     info = {**meta.to_dict(), "input_size": size, "format": "onnx", "gridyolo_version": __version__}
-    onnx.helper.set_model_props(graph, {METADATA_FILE: json.dumps(info)})
-    onnx.save(graph, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.onnx.export(
+            detector, (example,), tmp, input_names=["images"], output_names=["raw"], opset_version=opset,
+            dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}}, **legacy,
+        )  # fmt: skip
+        graph = onnx.load(tmp)
+        onnx.helper.set_model_props(graph, {METADATA_FILE: json.dumps(info)})
+        onnx.save(graph, tmp)
     return info
 
 

@@ -159,7 +159,7 @@ def summarized_model(
     if (weights or config) and given:
         raise GridyoloError(f"{', '.join(given)}: the model comes from {'--weights' if weights else '--config'}")
     if weights:
-        from gridyolo.checkpoint import detector_from_checkpoint
+        from gridyolo.deploy.checkpoint import detector_from_checkpoint
 
         model, meta = detector_from_checkpoint(weights)
         return model, img_size or meta.input_size
@@ -192,7 +192,7 @@ def _model_of_config(path: str) -> dict:
     model, data = config.get("model") or {}, config.get("data") or {}
     if not isinstance(model, dict) or not isinstance(data, dict):
         raise GridyoloError(f"{path}: 'model' and 'data' must be mappings")
-    from gridyolo.training import GridYoloModule
+    from gridyolo.training.module import GridYoloModule
 
     defaults = {k: p.default for k, p in inspect.signature(GridYoloModule.__init__).parameters.items()}
     spec = {k: model.get(k, defaults[k]) for k in ("backbone", "grid_size", "num_boxes", "head_channels")}

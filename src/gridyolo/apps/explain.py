@@ -20,12 +20,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from gridyolo.checkpoint import weights_format  # noqa: E402
+from gridyolo.apps.drawing import class_colour  # noqa: E402
+from gridyolo.core.grid import activate, assign_cells, cell_boxes  # noqa: E402
+from gridyolo.core.letterbox import boxes_to_input  # noqa: E402
 from gridyolo.data.images import load_image  # noqa: E402
-from gridyolo.drawing import class_colour  # noqa: E402
+from gridyolo.data.yolo_txt import read_labels  # noqa: E402
+from gridyolo.deploy.checkpoint import weights_format  # noqa: E402
+from gridyolo.deploy.predictor import load_predictor  # noqa: E402
 from gridyolo.errors import GridyoloError  # noqa: E402
-from gridyolo.export import inference_from_checkpoint  # noqa: E402
-from gridyolo.grid import activate, assign_cells, cell_boxes  # noqa: E402
 
 
 def default_layers(model: torch.nn.Module) -> list[str]:
@@ -33,25 +35,6 @@ def default_layers(model: torch.nn.Module) -> list[str]:
     names = [n for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
     picks = [names[len(names) // 8], names[len(names) // 2], names[-1]] if names else []
     return [f"backbone.{n}" for n in dict.fromkeys(picks)]
-
-
-def read_yolo_labels(path: str, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """``class cx cy w h`` (normalized, YOLO txt) -> (xyxy boxes in image pixels, labels)."""
-    if not os.path.isfile(path):
-        raise GridyoloError(f"{path}: labels file not found")
-    boxes, labels = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                cls, cx, cy, w, h = int(parts[0]), *map(float, parts[1:5])
-            except (ValueError, TypeError):
-                raise GridyoloError(f"{path}:{number}: expected 'class cx cy w h', got '{line.strip()}'") from None
-            boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
-            labels.append(cls)
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64)
 
 
 def _figure(image: np.ndarray, title: str):
@@ -98,7 +81,8 @@ def explain(
     """Write the explain figures for one image; returns the written paths."""
     if weights_format(weights) != "checkpoint":
         raise GridyoloError(f"{weights}: explain needs a training checkpoint, not an export (it shows feature maps)")
-    model, info = inference_from_checkpoint(weights)
+    predictor = load_predictor(weights, "torch")
+    model, info = predictor.model, predictor.info
     image = load_image(image_path)
     names = list(info["class_names"])
     s, b, size = info["grid_size"], info["num_boxes"], model.input_size
@@ -155,9 +139,10 @@ def explain(
     written.append(_save(fig, out_dir / "boxes.png"))
 
     if labels:
-        gt_boxes, gt_labels = read_yolo_labels(labels, image.shape[1], image.shape[0])
-        p = params[0].numpy()
-        gt_in = gt_boxes * np.array([p[0], p[1], p[0], p[1]]) + np.array([p[2], p[3], p[2], p[3]])
+        if not os.path.isfile(labels):
+            raise GridyoloError(f"{labels}: labels file not found")
+        gt_boxes, gt_labels = read_labels(labels, image.shape[1], image.shape[0], len(names))
+        gt_in = boxes_to_input(gt_boxes, params[0].numpy())
         t_boxes = torch.from_numpy(gt_in / size).float()
         cells = assign_cells(t_boxes, torch.from_numpy(gt_labels), torch.zeros(len(gt_labels), dtype=torch.long), s)
         fig, ax = _figure(shown, "ground truth and the cell responsible for each object")
@@ -170,7 +155,7 @@ def explain(
             x1, y1, x2, y2 = (v * size for v in box)
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec=colour))
             ax.plot((x1 + x2) / 2, (y1 + y2) / 2, "o", color=colour)
-            name = names[int(label)] if int(label) < len(names) else str(label)
+            name = names[int(label)]
             ax.text(x1, y1 - 2, name, color="white", fontsize=8, bbox={"facecolor": colour, "pad": 1, "lw": 0})
         written.append(_save(fig, out_dir / "responsible.png"))
 

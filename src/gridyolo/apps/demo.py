@@ -16,18 +16,20 @@ import cv2
 import torch
 import yaml
 
-from gridyolo.checkpoint import detector_from_checkpoint, resolve_conf_threshold
+from gridyolo.apps.detect import run_detect
+from gridyolo.apps.drawing import draw_detections
+from gridyolo.apps.explain import explain
 from gridyolo.data.readers import build_reader
 from gridyolo.data.synthetic import write_synthetic_coco, write_synthetic_video
-from gridyolo.detect import run_detect
-from gridyolo.drawing import draw_detections
+from gridyolo.deploy.checkpoint import resolve_conf_threshold
+from gridyolo.deploy.export import export_torchscript, fresh_process_parity
+from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
+from gridyolo.evaluation.report import format_metrics_table
 from gridyolo.evaluation.runner import predict_reader
-from gridyolo.explain import explain
-from gridyolo.export import export_torchscript, fresh_process_parity, inference_from_checkpoint
-from gridyolo.runs import format_metrics_table, write_json
-from gridyolo.train_cli import run_train
+from gridyolo.files import write_json
+from gridyolo.training.cli import run_train
 
 
 def run_demo(config: str = "configs/demo.yaml", out: str = "runs/demo", extra: list[str] | None = None) -> dict:
@@ -46,10 +48,11 @@ def run_demo(config: str = "configs/demo.yaml", out: str = "runs/demo", extra: l
     run_train(args)
 
     weights = out_dir / "weights" / "best.ckpt"
-    model, meta = detector_from_checkpoint(str(weights))
+    predictor = load_predictor(str(weights), "torch", conf_threshold=0.001, iou_threshold=0.5)
     reader = build_reader(str(data_dir), "coco", "val")
-    predictions = predict_reader(model, meta, reader, batch_size=16)
-    metrics = evaluate_coco(coco_ground_truth(reader), coco_results(predictions, meta.category_ids), "pycocotools")
+    predictions = predict_reader(predictor, reader, batch_size=16)
+    results = coco_results(predictions, reader.info.category_ids)
+    metrics = evaluate_coco(coco_ground_truth(reader), results, "pycocotools")
     metrics.pop("pr50", None)
     training = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
     elapsed = round(time.time() - start, 1)
@@ -59,13 +62,13 @@ def run_demo(config: str = "configs/demo.yaml", out: str = "runs/demo", extra: l
 
     drawn = out_dir / "detections"
     drawn.mkdir(exist_ok=True)
-    threshold = resolve_conf_threshold(None, meta.conf_threshold)  # what detect would use
+    threshold = resolve_conf_threshold(None, predictor.info["model_conf_threshold"])  # what detect would use
     for record in reader.records[:6]:
         det = predictions[record.image_id]
         keep = det["scores"] >= threshold
         image = reader[reader.records.index(record)].image
         picture = draw_detections(image, det["boxes"][keep].numpy(), det["scores"][keep].numpy(),
-                                  det["labels"][keep].numpy(), meta.class_names)  # fmt: skip
+                                  det["labels"][keep].numpy(), predictor.class_names)  # fmt: skip
         cv2.imwrite(str(drawn / Path(record.file).name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
     summary["export"] = _export_and_check(weights, reader, out_dir)
@@ -93,7 +96,7 @@ def _export_and_check(weights: Path, reader, out_dir: Path) -> dict:
     """Export TorchScript and check it in a fresh process (torch + torchvision only) against eager."""
     path = weights.with_suffix(".torchscript")
     export_torchscript(str(weights), str(path))
-    eager, _ = inference_from_checkpoint(str(weights))
+    eager = load_predictor(str(weights), "torch")
     images = [torch.from_numpy(reader[i].image).permute(2, 0, 1).contiguous() for i in range(8)]
     report = fresh_process_parity(str(path), images, eager(images), str(out_dir))
     if not report["same_labels"] or report["max_box_diff"] > 1e-3 or report["gridyolo_imported"]:

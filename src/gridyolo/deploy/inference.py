@@ -14,19 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gridyolo.data.transforms import PAD_VALUE
-from gridyolo.decode import decode_grid
+from gridyolo.core.decode import decode_grid
+from gridyolo.core.letterbox import PAD_VALUE, letterbox_size
 from gridyolo.models import Detector
-
-
-def letterbox_size(height: int, width: int, size: int, stretch: bool) -> list[int]:
-    """``[new_width, new_height, pad_x, pad_y]``; the TorchScript twin of ``transforms.letterbox_geometry``."""
-    if stretch:
-        return [size, size, 0, 0]
-    scale = min(size / width, size / height)
-    new_w = max(1, int(round(width * scale)))
-    new_h = max(1, int(round(height * scale)))
-    return [new_w, new_h, (size - new_w) // 2, (size - new_h) // 2]
 
 
 def resize_batch(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from gridyolo.grid import activate, cell_boxes
+from gridyolo.core.grid import activate, cell_boxes
 
 
 def decode_grid(

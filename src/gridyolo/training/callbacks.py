@@ -1,11 +1,9 @@
-"""Run directories (never overwritten) and the callback that closes a run: metrics.json and a summary."""
+"""The callbacks that keep a run's records: best.ckpt across resumes, status.json, metrics.json and the
+summary table at the end."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,36 +13,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-RUN_RECORDS = ("weights", "config.yaml", "status.json", "metrics.csv", "metrics.json")
-
-
-def new_run_dir(project: str | os.PathLike, name: str, exist_ok: bool = False) -> Path:
-    """Create and return ``project/name``, or ``name2``, ``name3``... if taken (atomic ``mkdir``).
-
-    ``exist_ok`` reuses ``project/name`` when it exists but holds no run records yet (the demo writes
-    its data there first); a directory that a run has written into is never reused.
-    """
-    if exist_ok:
-        wanted = Path(project) / name
-        if not any((wanted / record).exists() for record in RUN_RECORDS):
-            wanted.mkdir(parents=True, exist_ok=True)
-            return wanted
-    for i in itertools.count(1):
-        candidate = Path(project) / (name if i == 1 else f"{name}{i}")
-        try:
-            candidate.mkdir(parents=True, exist_ok=False)
-            return candidate
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write json atomically (temp file + rename), so a reader never sees half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+from gridyolo.evaluation.report import format_metrics_table
+from gridyolo.files import copy_file, write_json
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -67,8 +37,7 @@ class BestCheckpoint(ModelCheckpoint):
         new_best = os.path.join(self.dirpath, os.path.basename(old_best))
         if rank_zero_only.rank == 0:
             os.makedirs(self.dirpath, exist_ok=True)
-            shutil.copyfile(old_best, f"{new_best}.tmp")
-            os.replace(f"{new_best}.tmp", new_best)
+            copy_file(old_best, new_best)
         self.best_model_score = self.kth_value = score
         self.best_model_path = self.kth_best_model_path = new_best
         self.best_k_models = {new_best: score}
@@ -175,19 +144,17 @@ class RunSummary(L.Callback):
         last = dict(getattr(pl_module, "last_metrics", {}))
         if not best_path or not os.path.isfile(best_path) or getattr(data, "val_reader", None) is None:
             return last, "the last validation"
-        from gridyolo.checkpoint import detector_from_checkpoint, load_checkpoint
+        from gridyolo.deploy.predictor import load_predictor
         from gridyolo.evaluation.runner import predict_reader, score_detections
 
-        checkpoint = load_checkpoint(best_path)
-        epoch = int(checkpoint.get("epoch", -1))
-        model, meta = detector_from_checkpoint(best_path, checkpoint=checkpoint)
         hp = pl_module.hparams
-        predictions = predict_reader(model, meta, data.val_reader, data.val_batch_size, hp.conf_threshold,
-                                     hp.iou_threshold, hp.max_detections, str(pl_module.device))  # fmt: skip
+        predictor = load_predictor(best_path, "torch", str(pl_module.device), None, hp.conf_threshold,
+                                   hp.iou_threshold, hp.max_detections, hp.channels_last)  # as validation ran
+        predictions = predict_reader(predictor, data.val_reader, data.val_batch_size)
         metrics = score_detections(data.val_reader, predictions, None, hp.eval_backend, None, None,
-                                   meta.conf_threshold)  # fmt: skip
+                                   predictor.info["model_conf_threshold"])  # fmt: skip
         self._best_predictions = predictions
-        return metrics, f"best.ckpt (epoch {epoch})"
+        return metrics, f"best.ckpt (epoch {predictor.info['epoch']})"
 
     def write_plots(self, trainer: L.Trainer, final: dict) -> None:
         from gridyolo.evaluation import plots
@@ -205,21 +172,3 @@ class RunSummary(L.Callback):
             threshold = final.get("confusion_threshold")
             matrix = plots.confusion_matrix(data.val_reader.records, predictions, len(data.class_names), threshold)
             plots.plot_confusion_matrix(matrix, data.class_names, str(plots_dir / "confusion_matrix.png"), threshold)
-
-
-def format_metrics_table(metrics: dict, title: str = "metrics") -> str:
-    """COCO metrics and per-class AP as a small text table."""
-    if not metrics:
-        return f"{title}: none (no validation ran)"
-    names = [("AP", "map"), ("AP50", "map50"), ("AP75", "map75"), ("APs", "map_small"), ("APm", "map_medium"),
-             ("APl", "map_large"), ("AR100", "mar_100")]  # fmt: skip
-    lines = [title, "  ".join(f"{label:>6}" for label, _ in names),
-             "  ".join(f"{metrics.get(key, float('nan')):6.3f}" for _, key in names)]  # fmt: skip
-    per_class = metrics.get("per_class", {})
-    if per_class:
-        width = max(len(n) for n in per_class)
-        lines.append("per-class AP@[.5:.95]:")
-        lines += [
-            f"  {name:<{width}}  {ap:6.3f}" if ap >= 0 else f"  {name:<{width}}     -" for name, ap in per_class.items()
-        ]
-    return "\n".join(lines)

@@ -49,9 +49,9 @@ def _data_convert(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from gridyolo.apps.summary import format_summary, model_summary, summarized_model
     from gridyolo.inputs import check_input_size
     from gridyolo.models import backbone_stride
-    from gridyolo.summary import format_summary, model_summary, summarized_model
 
     model, img_size = summarized_model(args.weights, args.config, args.backbone, args.classes, args.grid, args.boxes,
                                        args.img_size)  # fmt: skip
@@ -62,8 +62,8 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from gridyolo.evaluation.runner import evaluate_checkpoint, evaluate_predictions_file
-    from gridyolo.runs import format_metrics_table
+    from gridyolo.evaluation.report import format_metrics_table
+    from gridyolo.evaluation.runner import evaluate_predictions_file, evaluate_weights
 
     roots = args.data if args.format == "voc" else args.data[0]
     if args.format != "voc" and len(args.data) > 1:
@@ -71,9 +71,9 @@ def _eval(args: argparse.Namespace) -> int:
     if (args.weights is None) == (args.predictions is None):
         raise GridyoloError("eval needs exactly one of --weights CKPT or --predictions FILE|FOLDER")
     if args.weights:
-        metrics = evaluate_checkpoint(
+        metrics = evaluate_weights(
             args.weights, roots, args.format, args.split, args.batch, args.conf, args.iou, args.max_det,
-            args.backend, args.save_json, args.device, args.plots, args.exist_ok,
+            args.backend, args.save_json, args.device, args.plots, args.exist_ok, args.model_backend,
         )  # fmt: skip
     else:
         classes = _class_list(args.classes)
@@ -105,7 +105,7 @@ def _class_list(text: str | None) -> list[str] | None:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from gridyolo.detect import run_detect
+    from gridyolo.apps.detect import run_detect
 
     result = run_detect(
         args.weights, args.source, args.out, args.conf, args.iou, args.img_size, args.device, args.batch,
@@ -123,7 +123,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gridyolo.export import export_info, export_onnx, export_torchscript, format_info
+    from gridyolo.deploy.export import export_info, export_onnx, export_torchscript, format_info
 
     if args.info:
         print(format_info(export_info(args.info)))
@@ -145,8 +145,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from gridyolo.explain import explain
-    from gridyolo.runs import new_run_dir
+    from gridyolo.apps.explain import explain
+    from gridyolo.files import new_run_dir
 
     layers = [n for n in args.layers.split(",") if n] if args.layers else None
     if args.out and os.path.exists(args.out):
@@ -161,7 +161,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gridyolo.demo import run_demo
+    from gridyolo.apps.demo import run_demo
 
     run_demo(args.config, args.out)
     return 0
@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="COCO mAP (and VOC AP) of a checkpoint, or of a predictions file, on a dataset split"
     )
-    evaluate.add_argument("--weights", default=None, help="training checkpoint (.ckpt)")
+    evaluate.add_argument("--weights", default=None,
+                          help="checkpoint (.ckpt), or its exported TorchScript or .onnx file")  # fmt: skip
     evaluate.add_argument(
         "--predictions", default=None, metavar="FILE|FOLDER",
         help="score another detector's output instead: a COCO results json (the dataset's category ids) "
@@ -226,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--conf", type=unit_interval, default=0.001, help="score threshold (low for mAP)")
     evaluate.add_argument("--iou", type=unit_interval, default=0.5, help="NMS IoU threshold")
     evaluate.add_argument("--max-det", type=positive_int, default=100)
-    evaluate.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster_coco_eval"))
+    evaluate.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster_coco_eval"),
+                          help="COCO evaluator")  # fmt: skip
+    evaluate.add_argument("--model-backend", default=None, choices=("auto", "torch", "onnxruntime"),
+                          help="what runs the model (default: torch for a checkpoint, the file's own for an export)")
     evaluate.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--save-json", default=None, help="write the COCO results json (and a _gt.json for non-COCO)")
     evaluate.add_argument("--plots", default=None, metavar="DIR", help="write PR curves and the confusion matrix")
@@ -299,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["train"]:  # LightningCLI owns the train parser (configs, dotted overrides, --help)
-            from gridyolo.train_cli import run_train
+            from gridyolo.training.cli import run_train
 
             return run_train(argv[1:])
         try:

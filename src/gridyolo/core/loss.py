@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from gridyolo.grid import activate, assign_cells, cell_boxes, flatten_targets, paired_box_iou
+from gridyolo.core.grid import activate, assign_cells, cell_boxes, flatten_targets, paired_box_iou
 
 
 class YoloV1Loss(nn.Module):

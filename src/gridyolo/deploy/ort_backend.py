@@ -1,7 +1,7 @@
-"""ONNX Runtime as the model stage of ``gridyolo detect`` on the CPU: the fastest path measured on CPUs
-(BENCHMARKS.md: 1.9-6× the eager forward). Pre-processing and decode+NMS stay the torch code of
-``InferenceModel``, so only the network's numbers can differ, and ``onnxruntime_from_checkpoint``
-checks them against the eager model before they are used.
+"""ONNX Runtime as the model stage on the CPU: the fastest path measured on CPUs (BENCHMARKS.md:
+1.9-6× the eager forward). Pre-processing and decode+NMS stay the torch code of ``InferenceModel``, so
+only the network's numbers can differ, and ``onnxruntime_from_checkpoint`` checks them against the eager
+model once, when the export is made.
 
 A checkpoint is exported once; the ONNX file is cached under ``$GRIDYOLO_CACHE`` (default
 ``~/.cache/gridyolo``), named by the checkpoint's sha256, the input size and the gridyolo version,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,13 @@ import torch
 from torch import Tensor
 
 from gridyolo import __version__
-from gridyolo.cache import cache_dir
-from gridyolo.checkpoint import resolve_conf_threshold
-from gridyolo.data.transforms import PAD_VALUE
-from gridyolo.decode import decode_grid
+from gridyolo.core.decode import decode_grid
+from gridyolo.core.letterbox import PAD_VALUE
+from gridyolo.deploy.checkpoint import resolve_conf_threshold
+from gridyolo.deploy.export import METADATA_FILE, export_onnx, inference_from_checkpoint
+from gridyolo.deploy.inference import resize_batch
 from gridyolo.errors import GridyoloError
-from gridyolo.export import METADATA_FILE, export_onnx, inference_from_checkpoint
-from gridyolo.inference import resize_batch
+from gridyolo.files import atomic_path, cache_dir, write_json
 
 RAW_TOLERANCE = 1e-3  # max |ONNX Runtime - eager| on the raw grid (logits) for the fast path to be used
 
@@ -100,16 +101,15 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def cached_onnx(weights: str, img_size: int | None = None) -> str:
-    """The ONNX export of a checkpoint at ``img_size`` (default: its training size), exported on first use."""
+def cache_entry(weights: str, img_size: int | None = None) -> Path:
+    """Where the ONNX export of ``weights`` at ``img_size`` lives in the cache: named by the checkpoint's
+    sha256, the input size and the gridyolo version, so a changed checkpoint never reuses a stale export.
+    A ``.rejected.json`` beside it records why a checkpoint has no usable export."""
     key = f"{_sha256(weights)[:16]}-{img_size or 'train'}-{__version__}"
-    path = cache_dir() / "onnx" / f"{Path(weights).stem}-{key}.onnx"
-    if not path.is_file():
-        export_onnx(weights, str(path), img_size)  # atomic: concurrent detects never read half a file
-    return str(path)
+    return cache_dir() / "onnx" / f"{Path(weights).stem}-{key}.onnx"
 
 
-def raw_gap(reference: torch.nn.Module, model: OnnxRuntimeModel, seed: int = 0) -> float:
+def raw_gap(reference: Any, model: OnnxRuntimeModel, seed: int = 0) -> float:
     """Max |difference| of the raw grids of the eager model and ONNX Runtime on a random uint8 batch."""
     size = model.input_size
     probe = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
@@ -120,13 +120,38 @@ def raw_gap(reference: torch.nn.Module, model: OnnxRuntimeModel, seed: int = 0) 
 
 def onnxruntime_from_checkpoint(
     weights: str,
+    read_checkpoint: Callable[[], dict],
     img_size: int | None = None,
     conf_threshold: float | None = None,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
-) -> tuple[OnnxRuntimeModel, float]:
-    """The ONNX Runtime model of a checkpoint and its raw-grid gap to the eager model (to compare
-    with ``RAW_TOLERANCE``)."""
-    model = OnnxRuntimeModel(cached_onnx(weights, img_size), conf_threshold, iou_threshold, max_detections)
-    reference, _ = inference_from_checkpoint(weights, img_size)
-    return model, raw_gap(reference, model)
+) -> OnnxRuntimeModel:
+    """The ONNX Runtime model of a checkpoint, exported and checked once, then reused from the cache.
+
+    On a cache hit only the ONNX file is opened: the checkpoint is neither read nor run. On a miss the
+    checkpoint (``read_checkpoint()``) is exported, and the export is kept only if its raw grid matches
+    the eager model's within ``RAW_TOLERANCE`` on a probe batch; otherwise the reason is kept instead,
+    and this and every later call raise ``GridyoloError`` with it (the caller falls back to torch).
+    """
+    path = cache_entry(weights, img_size)
+    rejected = path.with_suffix(".rejected.json")
+    thresholds = (conf_threshold, iou_threshold, max_detections)
+    if path.is_file():
+        return OnnxRuntimeModel(str(path), *thresholds)
+    if rejected.is_file():
+        raise GridyoloError(json.loads(rejected.read_text())["reason"])
+    checkpoint = read_checkpoint()
+    with atomic_path(path) as tmp:  # atomic: concurrent detects never read half a file
+        try:
+            export_onnx(weights, tmp, img_size, checkpoint=checkpoint)
+            model = OnnxRuntimeModel(tmp, *thresholds)
+            reference, _ = inference_from_checkpoint(weights, img_size, checkpoint=checkpoint)
+            gap = raw_gap(reference, model)
+            reason = None if gap <= RAW_TOLERANCE else (
+                f"ONNX Runtime differs from the eager model by {gap:.2g} on the raw grid")  # fmt: skip
+        except (GridyoloError, RuntimeError, ValueError) as exc:  # e.g. a head pool with no fixed-size ONNX form
+            reason = f"ONNX export failed ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
+        if reason is not None:
+            write_json(rejected, {"reason": reason})
+            raise GridyoloError(reason)
+    return model

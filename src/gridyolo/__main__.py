@@ -1,0 +1,5 @@
+"""``python -m gridyolo``: the ``gridyolo`` command."""
+
+from gridyolo.apps.cli import main
+
+raise SystemExit(main())
