@@ -15,7 +15,8 @@ import json
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,7 @@ def predict_frames(
     """Run one batch through the three stages, timing each; also the batch's highest score before the
     threshold (``decode.peak_scores``)."""
     start = time.perf_counter()
-    tensors = [torch.from_numpy(np.ascontiguousarray(f.image)).permute(2, 0, 1) for f in frames]
-    batch, params, sizes = predictor.preprocess(tensors)
+    batch, params, sizes = predictor.preprocess_arrays([f.image for f in frames])
     _sync(device)
     t1 = time.perf_counter()
     raw = predictor.predict_raw(batch)
@@ -111,6 +111,58 @@ class _Display:
         except cv2.error:
             tqdm.write("gridyolo: warning: --show needs an OpenCV build with a GUI (this one is headless); ignored")
             self.enabled = False
+
+
+class _Outputs:
+    """Draws and writes each batch's results (images, or frames of the output video) in a background
+    thread, so that they overlap the next batch's model run (OpenCV releases the GIL while it draws,
+    encodes and writes); at most two batches wait, in order. With ``--show`` it all happens in the
+    calling thread, where GUI calls belong."""
+
+    def __init__(self, writer: Any, size: tuple[int, int] | None, class_names: list[str], display: _Display) -> None:
+        self.writer, self.size, self.class_names, self.display = writer, size, class_names, display
+        self.pool = None if display.enabled else ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridyolo-write")
+        self.pending: deque[Future] = deque()
+        self.written, self.ms = 0, 0.0
+
+    def submit(self, frames: list[Frame], detections: list[dict], paths: list[Path] | None) -> None:
+        if self.pool is None:
+            self._count(self._write(frames, detections, paths))
+            return
+        self.pending.append(self.pool.submit(self._write, frames, detections, paths))
+        while len(self.pending) > 2:
+            self._count(self.pending.popleft().result())  # a failed write raises here
+
+    def finish(self) -> None:
+        while self.pending:
+            self._count(self.pending.popleft().result())
+
+    def shutdown(self) -> None:
+        """Wait for what is queued (an interrupted run keeps it) without raising."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        for future in self.pending:
+            if future.exception() is None:
+                self._count(future.result())
+        self.pending.clear()
+
+    def _count(self, done: tuple[int, float]) -> None:
+        self.written += done[0]
+        self.ms += done[1]
+
+    def _write(self, frames: list[Frame], detections: list[dict], paths: list[Path] | None) -> tuple[int, float]:
+        start = time.perf_counter()
+        for i, (frame, det) in enumerate(zip(frames, detections)):
+            drawn = draw_detections(frame.image, det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy(),
+                                    self.class_names)  # fmt: skip
+            if self.writer is not None:
+                if drawn.shape[:2] != self.size:  # a stream may change size: keep the writer's
+                    drawn = cv2.resize(drawn, (self.size[1], self.size[0]))
+                self.writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            elif not cv2.imwrite(str(paths[i]), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+                raise GridyoloError(f"{paths[i]}: could not write the image (disk full or not writable?)")
+            self.display.show(frame.source, drawn)
+        return len(frames), (time.perf_counter() - start) * 1000
 
 
 def run_detect(
@@ -168,7 +220,8 @@ def run_detect(
                disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
     prefetch = min(max(2 * batch_size, 8), 64)  # frames decoded ahead: bounded whatever --batch is
     reader = FrameReader(resolved, capture, prefetch=prefetch, max_frames=max_frames, warn=tqdm.write)
-    timer, display, written = StageTimer(), _Display(show), 0
+    timer = StageTimer()
+    outputs = _Outputs(writer, (height, width) if writer is not None else None, class_names, _Display(show))
     jsonl = open(out_dir / "predictions.jsonl", "w", encoding="utf-8") if save_json else None  # noqa: SIM115
     names_used: set[str] = set()
     found, peak = Counter(), 0.0
@@ -177,28 +230,18 @@ def run_detect(
         for frames in batched(iter(reader), batch_size):
             detections, batch_peak = predict_frames(predictor, frames, device, timer)
             peak = max(peak, batch_peak)
-            t0 = time.perf_counter()
             for frame, det in zip(frames, detections):
                 found.update(class_names[i] for i in det["labels"].tolist())
-                drawn = draw_detections(frame.image, det["boxes"].numpy(), det["scores"].numpy(),
-                                        det["labels"].numpy(), class_names)  # fmt: skip
-                if writer is not None:
-                    if drawn.shape[:2] != (height, width):  # a stream may change size: keep the writer's
-                        drawn = cv2.resize(drawn, (width, height))
-                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                else:
-                    path = out_dir / _unique_name(Path(frame.source).name, names_used)
-                    if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-                        raise GridyoloError(f"{path}: could not write the image (disk full or not writable?)")
                 if jsonl is not None:
                     jsonl.write(json.dumps(prediction_record(frame, det, class_names)) + "\n")
-                display.show(frame.source, drawn)
-                written += 1
-            timer.totals["draw_write"] += (time.perf_counter() - t0) * 1000
+            names = None if writer is not None else [_unique_name(Path(f.source).name, names_used) for f in frames]
+            outputs.submit(frames, detections, names and [out_dir / name for name in names])
             bar.update(len(frames))
+        outputs.finish()
     except KeyboardInterrupt:
         tqdm.write("gridyolo: interrupted; keeping what was written")
     finally:
+        outputs.shutdown()
         bar.close()
         reader.close()
         if writer is not None:
@@ -207,6 +250,8 @@ def run_detect(
             capture.release()
         if jsonl is not None:
             jsonl.close()
+    written = outputs.written
+    timer.totals["draw_write"] = outputs.ms
     seconds = time.perf_counter() - start
 
     notes = info["notes"] + [f"skipped {path}: {reason.split(': ', 1)[-1]}" for path, reason in reader.skipped]

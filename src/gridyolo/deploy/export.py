@@ -156,7 +156,10 @@ def export_onnx(
     # the TorchScript-based exporter: torch >= 2.9 defaults to dynamo, torch < 2.5 has no such argument
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     info = {**meta.to_dict(), "input_size": size, "format": "onnx", "gridyolo_version": __version__}
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        # the input size is fixed by design: the tracer's "treated as a constant" notes (Lite0's TF-SAME
+        # padding) describe exactly that
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             detector, (example,), tmp, input_names=["images"], output_names=["raw"], opset_version=opset,
             dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}}, **legacy,

@@ -22,10 +22,8 @@ from torch import Tensor
 
 from gridyolo import __version__
 from gridyolo.core.decode import decode_grid
-from gridyolo.core.letterbox import PAD_VALUE
 from gridyolo.deploy.checkpoint import resolve_conf_threshold
 from gridyolo.deploy.export import METADATA_FILE, export_onnx, inference_from_checkpoint
-from gridyolo.deploy.inference import resize_batch
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path, cache_dir, write_json
 
@@ -38,8 +36,8 @@ def onnxruntime_available() -> bool:
 
 
 class OnnxRuntimeModel:
-    """``preprocess`` / ``predict_raw`` / ``postprocess`` as ``InferenceModel`` has them, the model
-    stage run by an ONNX Runtime session on the CPU.
+    """``predict_raw`` / ``postprocess`` as ``InferenceModel`` has them, the model stage run by an ONNX
+    Runtime session on the CPU (``predictor.Predictor`` does the pre-processing).
 
     Args:
         path: an ONNX file written by ``export.export_onnx`` (``uint8 [N, 3, size, size]`` -> raw grid
@@ -70,14 +68,10 @@ class OnnxRuntimeModel:
             raise GridyoloError(f"{path}: ONNX file without gridyolo metadata (not exported by gridyolo)")
         self.info: dict[str, Any] = json.loads(metadata[METADATA_FILE])
         self.input_size = int(self.info["input_size"])
-        self.stretch = self.info["resize_mode"] == "stretch"
         self.num_boxes = int(self.info["num_boxes"])
         self.conf_threshold = resolve_conf_threshold(conf_threshold, self.info.get("conf_threshold"))
         self.iou_threshold = iou_threshold
         self.max_detections, self.pre_nms_topk = max_detections, pre_nms_topk
-
-    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        return resize_batch(images, self.input_size, self.stretch, PAD_VALUE, torch.device("cpu"))
 
     def predict_raw(self, batch: Tensor) -> Tensor:
         """``uint8 [N, 3, size, size]`` -> raw grid ``[N, S, S, B*5 + C]`` (float32)."""
@@ -87,10 +81,6 @@ class OnnxRuntimeModel:
         size = (self.input_size, self.input_size)
         return decode_grid(raw, self.num_boxes, size, params, sizes, self.conf_threshold, self.iou_threshold,
                            self.max_detections, self.pre_nms_topk)  # fmt: skip
-
-    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        batch, params, sizes = self.preprocess(images)
-        return self.postprocess(self.predict_raw(batch), params, sizes)
 
 
 def _sha256(path: str) -> str:

@@ -10,16 +10,20 @@ model stage:
   ``InferenceModel`` in channels_last;
 - a TorchScript file: that file (torch); an ONNX file: ONNX Runtime on the CPU.
 
-Pre-processing (letterbox with torch's resize) and decode + NMS are the same code for all of them.
+Pre-processing and decode + NMS are the same code for all of them: the OpenCV letterbox that training
+and validation use (``core.letterbox``), then ``core.decode.decode_grid``. (An exported TorchScript
+file's own ``forward`` resizes with torch instead, to run without gridyolo; the two agree to rounding.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from gridyolo.core.letterbox import letterbox
 from gridyolo.deploy import ort_backend
 from gridyolo.deploy.checkpoint import load_checkpoint, resolve_conf_threshold, weights_format
 from gridyolo.deploy.export import inference_from_checkpoint, load_torchscript
@@ -37,7 +41,8 @@ class Predictor:
     image with ``boxes`` ``[K, 4]`` (xyxy, original-image pixels), ``scores`` ``[K]`` and ``labels``
     ``[K]`` (int64, indices into ``class_names``). The three stages are exposed for callers that batch
     or time them: ``preprocess`` (images -> ``uint8 [N, 3, size, size]`` batch, letterbox params
-    ``[N, 4]``, original sizes ``[N, 2]``), ``predict_raw`` (batch -> raw grid ``[N, S, S, B*5 + C]``)
+    ``[N, 4]``, original sizes ``[N, 2]``; ``preprocess_arrays`` for HWC numpy images), ``predict_raw``
+    (batch -> raw grid ``[N, S, S, B*5 + C]``)
     and ``postprocess`` (decode + NMS, see ``core.decode.decode_grid``).
 
     ``info``: the model's metadata (``class_names``, ``input_size``, ``resize_mode``, ``num_boxes``,
@@ -64,9 +69,21 @@ class Predictor:
     def num_boxes(self) -> int:
         return int(self.info["num_boxes"])
 
-    @torch.inference_mode()
     def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        return self.model.preprocess(images)
+        """``uint8 [3, H, W]`` RGB tensors -> see ``preprocess_arrays``."""
+        for image in images:
+            if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+                raise ValueError("each image must be a uint8 RGB tensor of shape [3, H, W]")
+        return self.preprocess_arrays([image.permute(1, 2, 0).numpy() for image in images])
+
+    def preprocess_arrays(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor, Tensor]:
+        """``uint8 [H, W, 3]`` RGB arrays -> ``(batch uint8 [N, 3, size, size]`` (channels-last memory),
+        letterbox params ``[N, 4]``, original sizes ``[N, 2]`` = (height, width))."""
+        pairs = [letterbox(np.ascontiguousarray(image), self.input_size, self.info["resize_mode"]) for image in images]
+        batch = torch.from_numpy(np.stack([pair[0] for pair in pairs])).permute(0, 3, 1, 2)
+        params = torch.from_numpy(np.stack([pair[1] for pair in pairs]))
+        sizes = torch.tensor([image.shape[:2] for image in images], dtype=torch.float32).reshape(-1, 2)
+        return batch, params, sizes
 
     @torch.inference_mode()
     def predict_raw(self, batch: Tensor) -> Tensor:
