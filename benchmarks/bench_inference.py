@@ -20,7 +20,6 @@ from common import DATA, QUICK, interleaved, peak_rss_mb, record
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from gridyolo.apps.detect import run_detect  # noqa: E402
-from gridyolo.deploy.checkpoint import detector_from_checkpoint  # noqa: E402
 from gridyolo.deploy.export import export_onnx  # noqa: E402
 from gridyolo.deploy.predictor import load_predictor  # noqa: E402
 from train_helpers import write_checkpoint  # noqa: E402  -- random weights: speed does not depend on them
@@ -73,7 +72,7 @@ def forward_table(workdir: str) -> dict:
             onnx_path = os.path.join(workdir, f"{name}{size}.onnx") if has_onnx else None
             if onnx_path:
                 export_onnx(str(ckpt), onnx_path)
-            model, _ = detector_from_checkpoint(str(ckpt))
+            model = load_predictor(str(ckpt), "torch", channels_last=False).model.detector  # the bare Detector
             for batch_size in (1, 8):
                 batch = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
                 with torch.no_grad():

@@ -12,7 +12,8 @@ import time
 
 from common import QUICK, RESULTS, ROOT
 
-SCRIPTS = ["bench_check.py", "bench_decode.py", "bench_eval.py", "bench_inference.py", "bench_train.py"]
+SCRIPTS = ["bench_check.py", "bench_decode.py", "bench_eval.py", "bench_inference.py", "bench_startup.py",
+           "bench_train.py"]
 if not QUICK:
     SCRIPTS.append("bench_accuracy.py")
 

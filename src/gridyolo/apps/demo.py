@@ -96,7 +96,7 @@ def _export_and_check(weights: Path, reader, out_dir: Path) -> dict:
     """Export TorchScript and check it in a fresh process (torch + torchvision only) against eager."""
     path = weights.with_suffix(".torchscript")
     export_torchscript(str(weights), str(path))
-    eager = load_predictor(str(weights), "torch")
+    eager = load_predictor(str(weights), "torch").model  # InferenceModel: the same torch resize as the file
     images = [torch.from_numpy(reader[i].image).permute(2, 0, 1).contiguous() for i in range(8)]
     report = fresh_process_parity(str(path), images, eager(images), str(out_dir))
     if not report["same_labels"] or report["max_box_diff"] > 1e-3 or report["gridyolo_imported"]:

@@ -6,7 +6,7 @@ Every reader (COCO json, Pascal VOC, YOLO txt) produces the same things:
 - ``Sample``: an ``ImageRecord`` plus its decoded image.
 - ``DatasetInfo``: class names and the mapping from contiguous labels back to the dataset's own ids.
 
-Conventions (DESIGN.md): images are RGB ``uint8`` HWC numpy arrays; boxes are ``xyxy`` in absolute
+Conventions (docs/ARCHITECTURE.md): images are RGB ``uint8`` HWC numpy arrays; boxes are ``xyxy`` in absolute
 pixels of the original image, ``float32`` of shape ``[N, 4]``; labels are contiguous ``int64`` in
 ``0..C-1``.
 """
