@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gridyolo.core.grid import assign_cells, encode_raw
@@ -103,3 +104,74 @@ def test_loss_sums_and_divides_by_batch():
     two = YoloV1Loss(S, B, C)(raw.repeat(2, 1, 1, 1), targets * 2, HW)
     for key in one:
         assert torch.isclose(one[key], two[key], rtol=1e-5)
+
+
+OPTIONS = [("sse", "sse", "sse"), ("giou", "sse", "sse"), ("diou", "bce", "ce"), ("ciou", "bce", "ce"),
+           ("sse+ciou", "bce", "ce"), ("sse+giou", "sse", "ce")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("box", "conf", "cls"), OPTIONS)
+def test_every_loss_option_is_minimal_at_the_perfect_prediction(box, conf, cls):
+    targets = _targets([([10, 20, 100, 200], 1), ([300, 300, 440, 440], 2)], [([64, 64, 128, 128], 0)])
+    perfect = encode_raw(targets, HW, S, B, C)
+    loss_fn = YoloV1Loss(S, B, C, box_loss=box, conf_loss=conf, class_loss=cls)
+    loss = loss_fn(perfect, targets, HW)
+    assert set(loss) == {"coord", "obj", "noobj", "cls", "total"}
+    # logits are clamped to ±16: BCE and CE leave ~1e-7 per term, the IoU losses ~1e-5 (box to 1e-5 px)
+    assert loss["coord"] < 1e-4 and loss["cls"] < 1e-4 and loss["obj"] < 1e-4
+    assert loss["noobj"] < 1e-4 * S * S * B
+    worse = perfect.clone()
+    for k in range(B):
+        worse[..., 5 * k : 5 * k + 4] += 0.5  # every box moved and resized
+    worse[..., 5 * B :] = worse[..., 5 * B :].flip(-1)  # every class wrong
+    bad = loss_fn(worse, targets, HW)
+    assert bad["coord"] > 10 * loss["coord"] + 1e-3 and bad["cls"] > 10 * loss["cls"] + 1e-3
+
+
+@pytest.mark.parametrize("box", ["giou", "diou", "ciou"])
+def test_iou_box_losses_pull_the_box_towards_the_object(box):
+    targets = _targets([([100, 100, 200, 200], 1)])
+    raw = encode_raw(targets, HW, S, B, C)
+    row, col = 2, 2
+    for k in range(B):  # both predictors (the first is responsible on the tie)
+        raw[0, row, col, 5 * k] += 3.0  # the box sits right of the object's centre, poking out of it
+        raw[0, row, col, 5 * k + 2] -= 0.3  # and is too narrow (inside it, GIoU could not see the shift)
+    raw.requires_grad_(True)
+    loss = YoloV1Loss(S, B, C, lambda_coord=1.0, box_loss=box)(raw, targets, HW)
+    assert loss["coord"] > 0.01
+    loss["total"].backward()
+    assert raw.grad[0, row, col, 0] > 0  # descent moves the responsible centre back left
+    assert raw.grad[0, row, col, 2] < 0  # and widens the box
+
+
+def test_iou_aware_bce_confidence_and_cross_entropy_classes():
+    targets = _targets([([100, 100, 200, 200], 1)])
+    raw = encode_raw(targets, HW, S, B, C)
+    row, col = 2, 2
+    raw[0, row, col, 4] = -2.0  # the responsible confidence far below its IoU target (1.0)
+    raw[0, row, col, 10:] = torch.tensor([2.0, 0.0, 1.0])  # class 0 preferred, label is 1
+    raw.requires_grad_(True)
+    loss = YoloV1Loss(S, B, C, conf_loss="bce", class_loss="ce")(raw, targets, HW)
+    assert loss["obj"].item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(2.0)).item(), rel=1e-4)
+    expected_ce = -torch.log_softmax(torch.tensor([2.0, 0.0, 1.0]), 0)[1]
+    assert loss["cls"].item() == pytest.approx(expected_ce.item(), rel=1e-4)
+    loss["total"].backward()
+    assert raw.grad[0, row, col, 4] < 0  # descent raises the confidence
+    assert raw.grad[0, row, col, 11] < 0 and raw.grad[0, row, col, 10] > 0  # towards the label, away from 0
+
+
+@pytest.mark.parametrize(("box", "conf", "cls"), OPTIONS)
+def test_every_loss_option_has_finite_gradients_at_degenerate_boxes(box, conf, cls):
+    targets = _targets([([100, 100, 100.0001, 100.0001], 0), ([300, 300, 300, 301], 1)])
+    raw = torch.randn(1, S, S, B * 5 + C, generator=torch.Generator().manual_seed(0))
+    raw[..., 2:4] = -30.0  # predicted sqrt(w), sqrt(h) ~ 1e-13: boxes of no area
+    raw[..., 7:9] = -30.0
+    raw.requires_grad_(True)
+    loss = YoloV1Loss(S, B, C, box_loss=box, conf_loss=conf, class_loss=cls)(raw, targets, HW)
+    loss["total"].backward()
+    assert torch.isfinite(loss["total"]) and torch.isfinite(raw.grad).all()
+
+
+def test_unknown_loss_option_is_refused():
+    with pytest.raises(ValueError, match="unknown loss"):
+        YoloV1Loss(S, B, C, box_loss="iou")

@@ -1,12 +1,25 @@
-"""YOLOv1's loss (Redmon et al., 2016, eq. 3), vectorized over the batch; targets assigned on the fly."""
+"""YOLOv1's loss (Redmon et al., 2016, eq. 3), vectorized over the batch; targets assigned on the fly.
+
+Each of its three parts has a named alternative that keeps the head's contract ``(N, S, S, B*5 + C)``
+and decoding unchanged (``box_loss``, ``conf_loss``, ``class_loss``; all ``sse`` is YOLOv1's loss).
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
 from gridyolo.core.grid import activate, assign_cells, cell_boxes, flatten_targets, paired_box_iou
+
+BOX_LOSSES = ("sse", "giou", "diou", "ciou", "sse+giou", "sse+diou", "sse+ciou")
+_IOU_LOSSES = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}
+BoxLoss = Literal["sse", "giou", "diou", "ciou", "sse+giou", "sse+diou", "sse+ciou"]
+ConfLoss = Literal["sse", "bce"]
+ClassLoss = Literal["sse", "ce"]
 
 
 class YoloV1Loss(nn.Module):
@@ -25,9 +38,23 @@ class YoloV1Loss(nn.Module):
       including the non-responsible predictors of cells that do hold an object;
     - ``cls = Σ_cells with an object Σ_c (p_c - 1[c = label])²``.
 
+    The alternatives (``b̂``: the responsible box, ``b``: the object's, both xyxy fractions of the input;
+    ``t_c``: the confidence logit, ``σ(t_c) = conf``; ``z``: the class logits):
+
+    - ``box_loss="giou" | "diou" | "ciou"``: ``coord = λcoord · Σ_resp L(b̂, b)`` with torchvision's
+      ``generalized_box_iou_loss`` (``1 - IoU + |C \\ (b̂ ∪ b)| / |C|``, C the enclosing box),
+      ``distance_box_iou_loss`` (``1 - IoU + ρ²(centres) / c²``, c the enclosing diagonal) or
+      ``complete_box_iou_loss`` (DIoU ``+ α·v``, v the aspect-ratio term); ``"sse+giou"`` etc. add the
+      IoU term to the squared error instead of replacing it. The gradient reaches x, y, √w, √h through
+      ``cell_boxes``.
+    - ``conf_loss="bce"`` (IoU-aware): ``obj = Σ_resp BCE(t_c, IoU)`` towards the detached IoU,
+      ``noobj = λnoobj · Σ_other BCE(t_c, 0)``, with logits (no vanishing gradient of a saturated sigmoid).
+    - ``class_loss="ce"``: ``cls = Σ_cells with an object CE(z, label)`` on the logits.
+
     Args:
         grid_size, num_boxes, num_classes: S, B, C of the raw grid.
         lambda_coord, lambda_noobj: 5 and 0.5 in the paper.
+        box_loss, conf_loss, class_loss: see above; ``sse`` everywhere is YOLOv1's loss.
 
     ``forward(raw, targets, input_hw)``: ``raw`` is ``(N, S, S, B*5 + C)``; ``targets`` a list of N dicts
     with ``boxes`` ``[K, 4]`` xyxy in input pixels and ``labels`` ``[K]``; ``input_hw`` the input
@@ -35,14 +62,25 @@ class YoloV1Loss(nn.Module):
     """
 
     def __init__(
-        self, grid_size: int, num_boxes: int, num_classes: int, lambda_coord: float = 5.0, lambda_noobj: float = 0.5
+        self,
+        grid_size: int,
+        num_boxes: int,
+        num_classes: int,
+        lambda_coord: float = 5.0,
+        lambda_noobj: float = 0.5,
+        box_loss: BoxLoss = "sse",
+        conf_loss: ConfLoss = "sse",
+        class_loss: ClassLoss = "sse",
     ) -> None:
         super().__init__()
+        if box_loss not in BOX_LOSSES or conf_loss not in ("sse", "bce") or class_loss not in ("sse", "ce"):
+            raise ValueError(f"unknown loss: box_loss {box_loss}, conf_loss {conf_loss}, class_loss {class_loss}")
         self.grid_size = grid_size
         self.num_boxes = num_boxes
         self.num_classes = num_classes
         self.lambda_coord = lambda_coord
         self.lambda_noobj = lambda_noobj
+        self.box_loss, self.conf_loss, self.class_loss = box_loss, conf_loss, class_loss
 
     def forward(self, raw: Tensor, targets: list[dict[str, Tensor]], input_hw: tuple[int, int]) -> dict[str, Tensor]:
         expected = (self.grid_size, self.grid_size, self.num_boxes * 5 + self.num_classes)
@@ -66,15 +104,30 @@ class YoloV1Loss(nn.Module):
         resp = torch.where(iou.amax(dim=1) > 0, iou.argmax(dim=1), distance.argmin(dim=1))
         m = torch.arange(len(resp), device=raw.device)
 
-        coord = ((xy[m, resp] - cells.xy) ** 2).sum() + ((sqrt_wh[m, resp] - cells.sqrt_wh) ** 2).sum()
-        obj = ((conf[m, resp] - iou[m, resp]) ** 2).sum()
+        coord = raw.new_zeros(())
+        if self.box_loss.startswith("sse"):
+            coord = ((xy[m, resp] - cells.xy) ** 2).sum() + ((sqrt_wh[m, resp] - cells.sqrt_wh) ** 2).sum()
+        iou_kind = self.box_loss.split("+")[-1]
+        if iou_kind in _IOU_LOSSES:
+            pred_box, object_box = _at_least(pred_boxes[m, resp]), _at_least(cells.box)
+            coord = coord + _IOU_LOSSES[iou_kind](pred_box, object_box, reduction="sum", eps=1e-7)
 
         responsible = torch.zeros_like(pred.conf, dtype=torch.bool)
         responsible[cells.batch, cells.row, cells.col, resp] = True  # cells are unique: no duplicate writes
-        noobj = (pred.conf[~responsible] ** 2).sum()
+        if self.conf_loss == "sse":
+            obj = ((conf[m, resp] - iou[m, resp]) ** 2).sum()
+            noobj = (pred.conf[~responsible] ** 2).sum()
+        else:
+            logit = raw[..., : self.num_boxes * 5].reshape(*pred.conf.shape, 5)[..., 4]  # [N, S, S, B]
+            obj = F.binary_cross_entropy_with_logits(logit[at][m, resp], iou[m, resp], reduction="sum")
+            other = logit[~responsible]
+            noobj = F.binary_cross_entropy_with_logits(other, torch.zeros_like(other), reduction="sum")
 
-        onehot = torch.nn.functional.one_hot(cells.label, self.num_classes).to(raw.dtype)
-        cls = ((pred.class_prob[at] - onehot) ** 2).sum()
+        if self.class_loss == "sse":
+            onehot = F.one_hot(cells.label, self.num_classes).to(raw.dtype)
+            cls = ((pred.class_prob[at] - onehot) ** 2).sum()
+        else:
+            cls = F.cross_entropy(raw[..., self.num_boxes * 5 :][at], cells.label, reduction="sum")
 
         terms = {
             "coord": self.lambda_coord * coord / batch_size,
@@ -84,3 +137,10 @@ class YoloV1Loss(nn.Module):
         }
         terms["total"] = terms["coord"] + terms["obj"] + terms["noobj"] + terms["cls"]
         return terms
+
+
+def _at_least(boxes: Tensor, size: float = 1e-6) -> Tensor:
+    """xyxy boxes (fractions of the input) at least ``size`` wide and high, about the same centre: CIoU's
+    aspect term ``atan(w / h)`` is 0 / 0 for a box of no area (a predicted √w of ~0, a 1-px object)."""
+    cxcywh = box_convert(boxes, "xyxy", "cxcywh")
+    return box_convert(torch.cat([cxcywh[..., :2], cxcywh[..., 2:].clamp(min=size)], dim=-1), "cxcywh", "xyxy")

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
 from gridyolo.core.decode import decode_targets_batch
-from gridyolo.core.loss import YoloV1Loss
+from gridyolo.core.loss import BoxLoss, ClassLoss, ConfLoss, YoloV1Loss
 from gridyolo.deploy.checkpoint import ModelMeta
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
@@ -56,6 +56,9 @@ class GridYoloModule(L.LightningModule):
         class_names, category_ids: linked from the data; travel inside checkpoints.
         input_size, resize_mode: linked from the data; travel inside checkpoints.
         lambda_coord, lambda_noobj: YOLOv1 loss weights.
+        box_loss, conf_loss, class_loss: the loss's parts (``core.loss.YoloV1Loss``): ``sse`` for all three
+            is YOLOv1's loss; ``giou`` / ``diou`` / ``ciou`` (or ``sse+ciou``... beside the squared error)
+            for boxes, ``bce`` (IoU-aware) for confidences, ``ce`` for classes.
         optimizer: ``sgd`` (momentum, Nesterov) or ``adamw``; ``lr`` is the head's base LR.
         momentum, weight_decay: weight decay is not applied to norm weights and biases.
         backbone_lr_factor: LR multiplier of the (pre-trained) backbone.
@@ -85,6 +88,9 @@ class GridYoloModule(L.LightningModule):
         resize_mode: Literal["letterbox", "stretch"] = "letterbox",
         lambda_coord: NonNegativeFloat = 5.0,
         lambda_noobj: NonNegativeFloat = 0.5,
+        box_loss: BoxLoss = "sse",
+        conf_loss: ConfLoss = "sse",
+        class_loss: ClassLoss = "sse",
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: PositiveFloat = 0.01,
         momentum: ClosedUnitInterval = 0.9,
@@ -123,7 +129,8 @@ class GridYoloModule(L.LightningModule):
             layer.requires_grad_(False)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = YoloV1Loss(grid_size, num_boxes, num_classes, lambda_coord, lambda_noobj)
+        self.loss_fn = YoloV1Loss(grid_size, num_boxes, num_classes, lambda_coord, lambda_noobj, box_loss, conf_loss,
+                                  class_loss)  # fmt: skip
         self.ema: AveragedModel | None = None
         if ema_decay:
             self.ema = AveragedModel(
