@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 import lightning as L
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from torch.utils.data import DataLoader
 
 from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
+from gridyolo.data.carve import carve_validation
 from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections
 from gridyolo.data.image_check import FATAL, check_images
 from gridyolo.data.readers import build_reader
@@ -25,6 +26,9 @@ class DetectionDataModule(L.LightningDataModule):
         root: dataset root (VOC: one or several roots; YOLO: the data YAML).
         format: ``coco``, ``voc`` or ``yolo``.
         train_split, val_split: split names (COCO ``train2017``, VOC ``trainval``, YOLO ``train`` ...).
+            ``val_split: null`` with ``val_fraction``: validate on a part carved from the training split
+            (``data.carve``; the test split then stays unseen until ``gridyolo eval``).
+        val_fraction: the share of the training images carved out for validation (``val_split: null``).
         val_root: root of the validation split when it differs (VOC07+12 trains on two roots, tests on VOC07).
         classes: VOC class list (``"voc"`` for the 20 classes, ``None`` to infer from the files).
         input_size: square model input in pixels.
@@ -43,6 +47,7 @@ class DetectionDataModule(L.LightningDataModule):
         train_split: str | None = "train",
         val_split: str | None = "val",
         val_root: str | list[str] | None = None,
+        val_fraction: OpenUnitInterval | None = None,
         classes: list[str] | str | None = "voc",
         input_size: PositiveInt = 448,
         resize_mode: Literal["letterbox", "stretch"] = "letterbox",
@@ -56,6 +61,10 @@ class DetectionDataModule(L.LightningDataModule):
         super().__init__()
         self.root, self.format, self.classes = root, format, classes
         self.train_split, self.val_split = train_split, val_split
+        if (val_split is None) == (val_fraction is None):
+            raise DatasetError("data: give either val_split or val_fraction (to carve a validation split)")
+        self.val_fraction = val_fraction
+        self.carved: dict | None = None  # what was carved, for the run directory (val_split.json)
         self.val_root = val_root if val_root is not None else root
         self.input_size, self.resize_mode = input_size, resize_mode
         self.augment = augment or AugmentConfig()
@@ -78,6 +87,10 @@ class DetectionDataModule(L.LightningDataModule):
         read the class list before the model is built."""
         if self.train_reader is None:
             self.train_reader = self._read(self.root, self.train_split, "training")
+            if self.val_fraction is not None:
+                self.train_reader, self.val_reader, self.carved = carve_validation(
+                    self.train_reader, self.val_fraction, self.seed
+                )
         if self.val_reader is None:
             self.val_reader = self._read(self.val_root, self.val_split, "validation")
             if self.val_reader.info.class_names != self.train_reader.info.class_names:

@@ -34,6 +34,11 @@ STAT_NAMES = (
 )  # fmt: skip  -- the order of COCOeval.stats
 
 
+def is_coco(reader: DetectionReader) -> bool:
+    """A COCO json split (or a part of one): evaluated against its own annotation file, no VOC metrics."""
+    return isinstance(getattr(reader, "parent", reader), CocoReader)
+
+
 def coco_ground_truth(reader: DetectionReader) -> dict:
     """The ground truth as a COCO json dict, in the dataset's own category ids.
 
@@ -43,9 +48,15 @@ def coco_ground_truth(reader: DetectionReader) -> dict:
     ``difficult=1``: plain pycocotools then ignores them as crowd regions, and ``evaluate_coco`` matches
     them by IoU as the VOC devkit does.
     """
-    if isinstance(reader, CocoReader):
-        with open(reader.annotation_file, encoding="utf-8") as f:
-            return json.load(f)
+    if is_coco(reader):
+        source = getattr(reader, "parent", reader)
+        with open(source.annotation_file, encoding="utf-8") as f:
+            data = json.load(f)
+        if source is not reader:  # a part of the split (a carved validation split): its images only
+            keep = {record.image_id for record in reader.records}
+            data = {**data, "images": [i for i in data["images"] if i["id"] in keep],
+                    "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}  # fmt: skip
+        return data
     images, annotations = [], []
     ids = reader.info.category_ids
     for record in reader.records:

@@ -11,14 +11,13 @@ from torch.utils.data import DataLoader
 
 from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
-from gridyolo.data.coco import CocoReader
 from gridyolo.data.dataset import DetectionDataset, collate_detections
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.deploy.checkpoint import resolve_conf_threshold, weights_format
 from gridyolo.deploy.predictor import Predictor, load_predictor
 from gridyolo.errors import GridyoloError
-from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco
+from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco, is_coco
 from gridyolo.evaluation.voc_ap import best_f1_threshold, voc_ap
 from gridyolo.files import write_json
 from gridyolo.inputs import resolve_device
@@ -112,7 +111,7 @@ def score_detections(
     if best is not None:
         metrics["f1_threshold"], metrics["f1"] = round(best[0], 4), best[1]
     metrics["confusion_threshold"] = resolve_conf_threshold(conf_threshold, metrics.get("f1_threshold"))
-    if not isinstance(reader, CocoReader):
+    if not is_coco(reader):
         names = reader.info.class_names
         voc07 = voc_ap(reader.records, predictions, names, use_07_metric=True)
         area = voc_ap(reader.records, predictions, names, use_07_metric=False)
@@ -120,7 +119,7 @@ def score_detections(
     if save_json:
         write_json(save_json, results, indent=None)
         metrics["results_json"] = save_json
-        if not isinstance(reader, CocoReader):  # so anyone can re-run pycocotools on the pair
+        if not is_coco(reader):  # so anyone can re-run pycocotools on the pair
             gt_path = os.path.splitext(save_json)[0] + "_gt.json"
             write_json(gt_path, ground_truth, indent=None)
             metrics["ground_truth_json"] = gt_path

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.errors import GridyoloError
-from gridyolo.files import new_run_dir
+from gridyolo.files import new_run_dir, write_json
 from gridyolo.training.callbacks import BestCheckpoint, RunStatus, RunSummary
 from gridyolo.training.module import GridYoloModule
 
@@ -84,6 +84,12 @@ class GridYoloCLI(LightningCLI):
         else:
             self.run_dir = new_run_dir(self.config["project"], self.config["name"], self.config["exist_ok"])
             os.environ[RUN_DIR_ENV] = str(self.run_dir)
+
+    def record_validation_split(self) -> None:
+        """``val_split.json``: which images a carved validation split holds (``data.carve``)."""
+        carved = getattr(self.datamodule, "carved", None)
+        if carved and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            write_json(self.run_dir / "val_split.json", carved)  # which images validated this run
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -148,6 +154,8 @@ def run_train(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is ours, on purpose
     # validation metrics are computed on rank 0 and broadcast: every rank logs the same value already
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting")
+    # a run folder is new, or holds no run records (files.new_run_dir): nothing of a run's logs is lost
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         os.environ.pop(RUN_DIR_ENV, None)  # left by an earlier run in this process; DDP ranks > 0 need it
     try:
@@ -171,6 +179,7 @@ def run_train(argv: Sequence[str]) -> int:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         _warn_if_the_grid_does_not_fit(cli.model, cli.datamodule)
     try:
+        cli.record_validation_split()
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
     except SystemExit as exc:  # Lightning exits 1 after Ctrl-C; SIGTERM arrives as SIGTERMException
         if isinstance(exc, SIGTERMException):
