@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from gridyolo.core.letterbox import letterbox
+from gridyolo.core.letterbox import boxes_to_original, letterbox
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -80,9 +80,7 @@ class OnnxDetector:
         for i in range(n):
             top = np.argsort(-scores[i], kind="stable")[:pre_nms_topk]
             top = top[scores[i, top] > self.conf_threshold]
-            cand = xyxy[i, top // num_classes]
-            sx, sy, px, py = params[i]
-            cand = (cand - [px, py, px, py]) / [sx, sy, sx, sy]
+            cand = boxes_to_original(xyxy[i, top // num_classes], params[i])
             height, width = sizes[i]
             cand = np.clip(cand, 0, [width, height, width, height]).astype(np.float32)
             labels, cand_scores = top % num_classes, scores[i, top]
