@@ -1,10 +1,15 @@
-"""Real-data accuracy on a CPU budget: fine-tune on bccd trainval with the config's schedule (best.ckpt
-chosen on 15% of trainval carved out for validation), capped at a wall-clock budget
-(``--trainer.max_time``), then evaluate on bccd test once. The schedule must fit the budget:
-with an open-ended ``max_epochs`` the cosine never anneals (measured: 0.74 mAP50 at 20 min, LR still 1e-3).
-Skipped by ``make bench QUICK=1``.
+"""Accuracy on a CPU budget: fine-tune with the config's schedule, capped at a wall-clock budget
+(``--trainer.max_time``), choose best.ckpt on a validation split that is not the test split, then
+evaluate on test once.
 
-    python benchmarks/bench_accuracy.py [--minutes 20] [--models efficientnet_lite0 ...] [--seed 1]
+- ``--dataset bccd``: bccd trainval (15% carved out for validation by the config) -> bccd test.
+- ``--dataset synthetic``: the demo's synthetic shapes (its train / val splits, plus 300 test images
+  drawn after them from the same seeded generator) with ``configs/demo.yaml`` -> synthetic test.
+
+The schedule must fit the budget: with an open-ended ``max_epochs`` the cosine never anneals
+(measured: 0.74 mAP50 at 20 min, LR still 1e-3). Skipped by ``make bench QUICK=1``.
+
+    python benchmarks/bench_accuracy.py [--minutes 20] [--dataset bccd] [--models efficientnet_lite0 ...] [--seed 1]
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from common import DATA, RESULTS, ROOT, record
 
 from gridyolo.files import new_run_dir
@@ -25,6 +31,13 @@ LOSSES = {  # the loss options of core.loss.YoloV1Loss (issue 14): YOLOv1's loss
     "bce_ce": ["--model.conf_loss", "bce", "--model.class_loss", "ce"],
     "ciou_bce_ce": ["--model.box_loss", "ciou", "--model.conf_loss", "bce", "--model.class_loss", "ce"],
     "sse+ciou_bce_ce": ["--model.box_loss", "sse+ciou", "--model.conf_loss", "bce", "--model.class_loss", "ce"],
+    "giou_bce_ce": ["--model.box_loss", "giou", "--model.conf_loss", "bce", "--model.class_loss", "ce"],
+    "diou_bce_ce": ["--model.box_loss", "diou", "--model.conf_loss", "bce", "--model.class_loss", "ce"],
+    "ciou": ["--model.box_loss", "ciou"],
+}
+SYNTHETIC_RUNS = {  # the demo config and its loss options
+    "demo": ("configs/demo.yaml", []),
+    **{f"demo_{name}": ("configs/demo.yaml", args) for name, args in LOSSES.items()},
 }
 RUNS = {  # config, extra overrides (ResNet-18 and tiny Darknet from scratch)
     "efficientnet_lite0": ("configs/bccd_lite0.yaml", []),
@@ -65,76 +78,123 @@ def plot(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def loss_rows(table: dict, prefix: str) -> dict[str, list[dict]]:
+    """The runs of one model under each loss option: {loss name: [row per seed]}, YOLOv1's loss first."""
+    by_loss: dict[str, list[dict]] = {"yolov1": []}
+    for label, row in table.items():
+        base = label.rsplit("_seed", 1)[0]
+        if base == prefix:
+            by_loss["yolov1"].append(row)
+        elif base.startswith(prefix + "_") and base[len(prefix) + 1 :] in LOSSES:
+            by_loss.setdefault(base[len(prefix) + 1 :], []).append(row)
+    return {name: rows for name, rows in by_loss.items() if rows}
+
+
+def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path) -> None:
+    """Test mAP / AP50 / AP75 per loss option: one dot per seed, a bar at the mean; a panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = {"map": "mAP@[.5:.95]", "map50": "AP50", "map75": "AP75"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, by_loss) in zip(axes[0], panels.items()):
+        for j, (key, label) in enumerate(metrics.items()):
+            for i, rows in enumerate(by_loss.values()):
+                x = i + (j - 1) * 0.27
+                values = [row[key] for row in rows]
+                mean = sum(values) / len(values)
+                ax.bar(x, mean, width=0.25, color=f"C{j}", alpha=0.35, label=label if i == 0 else None)
+                ax.plot([x] * len(values), values, "o", color=f"C{j}", markersize=4)
+        ax.set_xticks(range(len(by_loss)), [name.replace("_", "\n") for name in by_loss], fontsize=8)
+        ax.set_title(f"{title}: test, best.ckpt on validation (dots: seeds)", fontsize=9)
+        ax.set_ylim(0.3, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def synthetic_data() -> Path:
+    """The demo's dataset (same seed, same train / val images) plus a test split, written once."""
+    from gridyolo.data.synthetic import write_synthetic_coco
+
+    root = ROOT / "runs" / "bench" / "synthetic_data"
+    if not (root / "annotations" / "instances_test.json").exists():
+        with open(ROOT / "configs" / "demo.yaml", encoding="utf-8") as f:
+            grid_size = int(yaml.safe_load(f)["model"]["grid_size"])
+        splits = {"train": 600, "val": 100, "test": 300}  # the generator is sequential: train, val as the demo's
+        write_synthetic_coco(str(root), splits=splits, grid_size=grid_size)
+    return root
+
+
+DATASETS = {  # name: (runs, data root, format, results key)
+    "bccd": (RUNS, lambda: DATA / "bccd", "voc", "bccd_runs"),
+    "synthetic": (SYNTHETIC_RUNS, synthetic_data, "coco", "synthetic_runs"),
+}
+
+
+def train_and_test(name: str, config: str, extra: list[str], data_root: Path, data_format: str, budget: str) -> dict:
+    """Train one run (best.ckpt on the config's validation split), then evaluate it on test once."""
+    run_dir = new_run_dir(ROOT / "runs" / "bench", f"bench_{name}")  # never an earlier run's weights
+    data = ["--data.root", str(data_root), "--project", str(run_dir.parent), "--name", run_dir.name]
+    cmd = [sys.executable, "-m", "gridyolo", "train", "--config", config, "--trainer.max_time", budget, *data,
+           "--exist_ok", "true", *extra]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    weights = str(run_dir / "weights" / "best.ckpt")
+    cmd = [sys.executable, "-m", "gridyolo", "eval", "--weights", weights, "--data", str(data_root),
+           "--format", data_format, "--split", "test", "--json"]  # fmt: skip
+    metrics = json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    row = {k: metrics[k] for k in ("map", "map50", "map75", "per_class", "voc07_per_class")}
+    best = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    row["val"] = {k: best[k] for k in ("map", "map50", "map75") if k in best}
+    row["minutes"], row["epochs"] = round(best.get("train_seconds", 0) / 60, 1), best.get("epochs")
+    row["run"] = str(run_dir.relative_to(ROOT))
+    row["map50_vs_minutes"] = map50_vs_minutes(run_dir)
+    row["train_args"] = " ".join([config, *extra])
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=20)
-    parser.add_argument("--models", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--dataset", choices=list(DATASETS), default="bccd")
+    parser.add_argument("--models", nargs="+", help=f"bccd: {', '.join(RUNS)}; synthetic: {', '.join(SYNTHETIC_RUNS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (weights init, order, augmentation)")
     args = parser.parse_args()
+    runs, data_root, data_format, key = DATASETS[args.dataset]
+    models = args.models or list(runs)
+    unknown = [name for name in models if name not in runs]
+    if unknown:
+        parser.error(f"--models: {', '.join(unknown)} not among {', '.join(runs)} (--dataset {args.dataset})")
     budget = f"00:00:{int(args.minutes):02d}:{int(args.minutes % 1 * 60):02d}"
-    table = {}
-    for name in args.models:
-        config, extra = RUNS[name]
+    for name in models:
+        config, extra = runs[name]
         if args.seed:
             extra = [*extra, "--seed_everything", str(args.seed), "--data.seed", str(args.seed)]
-            name = f"{name}_seed{args.seed}"
-        run_dir = new_run_dir(ROOT / "runs" / "bench", f"bench_{name}")  # never an earlier run's weights
-        cmd = [
-            sys.executable,
-            "-m",
-            "gridyolo",
-            "train",
-            "--config",
-            config,
-            "--trainer.max_time",
-            budget,
-            "--data.root",
-            str(DATA / "bccd"),
-            "--project",
-            str(run_dir.parent),
-            "--name",
-            run_dir.name,
-            "--exist_ok",
-            "true",
-            *extra,
-        ]
-        subprocess.run(cmd, cwd=ROOT, check=True)
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gridyolo",
-                "eval",
-                "--weights",
-                str(run_dir / "weights" / "best.ckpt"),
-                "--data",
-                str(DATA / "bccd"),
-                "--format",
-                "voc",
-                "--split",
-                "test",
-                "--json",
-            ],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        metrics = json.loads(out.stdout)
-        table[name] = {k: metrics[k] for k in ("map", "map50", "map75", "per_class", "voc07_per_class")}
-        table[name]["run"] = str(run_dir.relative_to(ROOT))
-        table[name]["map50_vs_minutes"] = map50_vs_minutes(run_dir)
-        table[name]["train_args"] = " ".join([config, *extra])
-        print(name, table[name])
+        label = f"{name}_seed{args.seed}" if args.seed else name
+        row = train_and_test(label, config, extra, data_root(), data_format, budget)
+        print(label, row)
         # every model's latest run, kept across invocations (one model per invocation is fine)
-        runs = {**json.loads(RESULTS.read_text()).get("bccd_runs", {}).get("value", {}), name: table[name]}
-        command = f"python benchmarks/bench_accuracy.py --minutes {args.minutes} --models {name} --seed {args.seed}"
-        record("bccd_runs", runs, command, note="bccd trainval (15% carved for validation) -> test, CPU wall-clock "
-               "budget per model")  # fmt: skip
-        plot(runs, ROOT / "benchmarks" / "bccd_map50_vs_minutes.png")
-        if name == "efficientnet_lite0":  # the default config, seed 0
-            ap50 = metrics["voc07_per_class"]  # VOC07 11-point AP at IoU 0.5, per class
-            record("bccd_map50", table[name]["map50"], command, config=config, per_class_voc07_ap50=ap50)
+        table = {**json.loads(RESULTS.read_text()).get(key, {}).get("value", {}), label: row}
+        command = (f"python benchmarks/bench_accuracy.py --minutes {args.minutes} --dataset {args.dataset} "
+                   f"--models {name} --seed {args.seed}")  # fmt: skip
+        note = {
+            "bccd": "bccd trainval (15% carved for validation) -> test, CPU wall-clock budget per model",
+            "synthetic": "demo shapes: train -> best on val -> test (300 images), the demo config",
+        }[args.dataset]
+        record(key, table, command, note=note)
+        if args.dataset == "bccd":
+            plot(table, ROOT / "benchmarks" / "bccd_map50_vs_minutes.png")
+        results = {key: value.get("value", {}) for key, value in json.loads(RESULTS.read_text()).items()}
+        panels = {"bccd": loss_rows(results.get("bccd_runs", {}), "efficientnet_lite0"),
+                  "synthetic shapes": loss_rows(results.get("synthetic_runs", {}), "demo")}  # fmt: skip
+        plot_losses({title: rows for title, rows in panels.items() if rows}, ROOT / "benchmarks" / "loss_options.png")
+        if label == "efficientnet_lite0":  # the default config, seed 0
+            ap50 = row["voc07_per_class"]  # VOC07 11-point AP at IoU 0.5, per class
+            record("bccd_map50", row["map50"], command, config=config, per_class_voc07_ap50=ap50)
 
 
 if __name__ == "__main__":
