@@ -74,6 +74,7 @@ def plot(table: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more runs than the default 10 colours
     for name, row in table.items():
         minutes, map50 = zip(*row["map50_vs_minutes"]) if row["map50_vs_minutes"] else ((), ())
         ax.plot(minutes, map50, marker=".", label=f"{name} (then test mAP50 {row['map50']:.3f})")
