@@ -141,10 +141,12 @@ def synthetic_data() -> Path:
     return root
 
 
-DATASETS = {  # name: (runs, data root, format, results key)
-    "bccd": (RUNS, lambda: DATA / "bccd", "voc", "bccd_runs"),
-    "synthetic": (SYNTHETIC_RUNS, synthetic_data, "coco", "synthetic_runs"),
-}
+DATASETS = {  # name: (runs, data root, format, results key, what the key holds)
+    "bccd": (RUNS, lambda: DATA / "bccd", "voc", "bccd_runs",
+             "bccd trainval (15% carved for validation) -> test, CPU wall-clock budget per model"),
+    "synthetic": (SYNTHETIC_RUNS, synthetic_data, "coco", "synthetic_runs",
+                  "demo shapes: train -> best on val -> test (300 images), the demo config"),
+}  # fmt: skip
 
 
 def train_and_test(name: str, config: str, extra: list[str], data_root: Path, data_format: str, budget: str) -> dict:
@@ -175,7 +177,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", help=f"bccd: {', '.join(RUNS)}; synthetic: {', '.join(SYNTHETIC_RUNS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (weights init, order, augmentation)")
     args = parser.parse_args()
-    runs, data_root, data_format, key = DATASETS[args.dataset]
+    runs, data_root, data_format, key, note = DATASETS[args.dataset]
     models = args.models or list(runs)
     unknown = [name for name in models if name not in runs]
     if unknown:
@@ -192,14 +194,10 @@ def main() -> None:
         table = {**json.loads(RESULTS.read_text()).get(key, {}).get("value", {}), label: row}
         command = (f"python benchmarks/bench_accuracy.py --minutes {args.minutes} --dataset {args.dataset} "
                    f"--models {name} --seed {args.seed}")  # fmt: skip
-        note = {
-            "bccd": "bccd trainval (15% carved for validation) -> test, CPU wall-clock budget per model",
-            "synthetic": "demo shapes: train -> best on val -> test (300 images), the demo config",
-        }[args.dataset]
         record(key, table, command, note=note)
         if args.dataset == "bccd":
             plot(table, ROOT / "benchmarks" / "bccd_map50_vs_minutes.png")
-        results = {key: value.get("value", {}) for key, value in json.loads(RESULTS.read_text()).items()}
+        results = {k: entry.get("value", {}) for k, entry in json.loads(RESULTS.read_text()).items()}
         panels = {"bccd": loss_rows(results.get("bccd_runs", {}), "efficientnet_lite0"),
                   "synthetic shapes": loss_rows(results.get("synthetic_runs", {}), "demo")}  # fmt: skip
         plot_losses({title: rows for title, rows in panels.items() if rows}, ROOT / "benchmarks" / "loss_options.png")
