@@ -39,6 +39,7 @@ def write_checkpoint(
     resize_mode: str = "letterbox",
     seed: int = 0,
     head_channels: int = 32,
+    head: str = "pool",
 ) -> Path:
     """A gridyolo checkpoint with random weights (no training): what detect / export / explain read.
 
@@ -51,12 +52,13 @@ def write_checkpoint(
     from gridyolo.models import build_detector
 
     torch.manual_seed(seed)
-    model = build_detector(backbone, len(class_names), grid_size, 2, None, head_channels=head_channels).eval()
+    model = build_detector(backbone, len(class_names), grid_size, 2, None, head_channels, head, input_size).eval()
     torch.nn.init.normal_(model.head.predict.weight, std=0.3)
     torch.nn.init.normal_(model.head.predict.bias, std=1.0)
     torch.nn.init.normal_(model.head.predict.bias[10:], std=4.0)  # peaked class distributions: scores > 0.25
     meta = ModelMeta(backbone, grid_size, 2, head_channels, list(class_names), list(range(1, len(class_names) + 1)),
-                     input_size, resize_mode, model.mean.flatten().tolist(), model.std.flatten().tolist())  # fmt: skip
+                     input_size, resize_mode, model.mean.flatten().tolist(), model.std.flatten().tolist(),
+                     head=head)  # fmt: skip
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save({"gridyolo": meta.to_dict(), "state_dict": state}, path)
     return path

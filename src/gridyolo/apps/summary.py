@@ -150,7 +150,7 @@ def summarized_model(
     """The model ``gridyolo summary`` describes and its input size: exactly a checkpoint's, or a training
     config's (its head, grid and classes), or one built from the flags."""
     from gridyolo.errors import GridyoloError
-    from gridyolo.models import build_detector
+    from gridyolo.models import build_detector, check_head_input_size
 
     if weights and config:
         raise GridyoloError("summary takes --weights or --config, not both")
@@ -162,11 +162,13 @@ def summarized_model(
         from gridyolo.deploy.checkpoint import detector_from_checkpoint
 
         model, meta = detector_from_checkpoint(weights)
+        check_head_input_size(meta.head, meta.input_size, img_size or meta.input_size)
         return model, img_size or meta.input_size
     if config:
         spec = _model_of_config(config)
         model = build_detector(spec["backbone"], spec["classes"], spec["grid_size"], spec["num_boxes"], None,
-                               spec["head_channels"])  # fmt: skip
+                               spec["head_channels"], spec["head"], spec["input_size"])  # fmt: skip
+        check_head_input_size(spec["head"], spec["input_size"], img_size or spec["input_size"])
         return model, img_size or spec["input_size"]
     model = build_detector(backbone or "resnet18", num_classes=classes or 20, grid_size=grid or 7, num_boxes=boxes or 2)
     return model, img_size or 448
@@ -195,7 +197,7 @@ def _model_of_config(path: str) -> dict:
     from gridyolo.training.module import GridYoloModule
 
     defaults = {k: p.default for k, p in inspect.signature(GridYoloModule.__init__).parameters.items()}
-    spec = {k: model.get(k, defaults[k]) for k in ("backbone", "grid_size", "num_boxes", "head_channels")}
+    spec = {k: model.get(k, defaults[k]) for k in ("backbone", "grid_size", "num_boxes", "head_channels", "head")}
     spec["input_size"] = data.get("input_size", defaults["input_size"])
     classes = parse_class_list(data.get("classes")) if data.get("format", "coco") == "voc" else None
     if not classes:

@@ -36,6 +36,7 @@ class ModelMeta:
     # detect's default --conf: the score threshold with the best F1 on the validation split (None in
     # checkpoints written before it existed: 0.25 then)
     conf_threshold: float | None = None
+    head: str = "pool"  # models.head.HEADS; checkpoints written before the option have the pool head
 
     @property
     def num_classes(self) -> int:
@@ -135,7 +136,8 @@ def detector_from_checkpoint(
         meta = ModelMeta(**checkpoint["gridyolo"])
     except TypeError as exc:
         raise GridyoloError(f"{path}: malformed gridyolo metadata ({exc})") from None
-    model = build_detector(meta.backbone, meta.num_classes, meta.grid_size, meta.num_boxes, None, meta.head_channels)
+    model = build_detector(meta.backbone, meta.num_classes, meta.grid_size, meta.num_boxes, None, meta.head_channels,
+                           meta.head, meta.input_size)  # fmt: skip
     state = checkpoint["state_dict"]
     prefix = "ema.module." if use_ema and any(k.startswith("ema.module.") for k in state) else "model."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

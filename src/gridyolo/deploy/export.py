@@ -25,7 +25,7 @@ from gridyolo.deploy.inference import InferenceModel
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path
 from gridyolo.inputs import check_input_size
-from gridyolo.models import backbone_stride
+from gridyolo.models import GridHead, backbone_stride, check_head_input_size
 
 METADATA_FILE = "gridyolo.json"
 
@@ -56,6 +56,7 @@ def inference_from_checkpoint(
     detector, meta = detector_from_checkpoint(path, checkpoint=checkpoint)
     size = img_size or meta.input_size
     check_input_size(size, backbone_stride(meta.backbone))
+    check_head_input_size(meta.head, meta.input_size, size)
     conf_threshold = resolve_conf_threshold(conf_threshold, meta.conf_threshold)
     model = InferenceModel(
         detector, size, meta.resize_mode, conf_threshold, iou_threshold, max_detections, channels_last=channels_last
@@ -113,7 +114,7 @@ def export_info(path: str) -> dict[str, Any]:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    keys = ("format", "gridyolo_version", "backbone", "input_size", "resize_mode", "grid_size", "num_boxes",
+    keys = ("format", "gridyolo_version", "backbone", "head", "input_size", "resize_mode", "grid_size", "num_boxes",
             "mean", "std", "conf_threshold", "iou_threshold", "max_detections")  # fmt: skip
     lines = [f"{k:16s} {info[k]}" for k in keys if k in info]
     names = info.get("class_names", [])
@@ -151,8 +152,10 @@ def export_onnx(
     detector, meta = detector_from_checkpoint(weights, checkpoint=checkpoint)
     size = img_size or meta.input_size
     check_input_size(size, backbone_stride(meta.backbone))
+    check_head_input_size(meta.head, meta.input_size, size)
     example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
-    detector.head.pool = _fixed_size_pool(detector, example)
+    if isinstance(detector.head, GridHead):  # the space-to-depth heads have no adaptive part
+        detector.head.pool = _fixed_size_pool(detector, example)
     # the TorchScript-based exporter: torch >= 2.9 defaults to dynamo, torch < 2.5 has no such argument
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     info = {**meta.to_dict(), "input_size": size, "format": "onnx", "gridyolo_version": __version__}

@@ -29,7 +29,7 @@ from gridyolo.deploy.checkpoint import load_checkpoint, resolve_conf_threshold, 
 from gridyolo.deploy.export import inference_from_checkpoint, load_torchscript
 from gridyolo.errors import GridyoloError
 from gridyolo.inputs import check_input_size
-from gridyolo.models import backbone_stride
+from gridyolo.models import backbone_stride, check_head_input_size
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -163,6 +163,7 @@ def _torchscript_file(weights: str, backend: str, device: str, img_size: int | N
     model.iou_threshold, model.max_detections = iou_threshold, max_detections
     if img_size:
         check_input_size(img_size, backbone_stride(info["backbone"]))
+        check_head_input_size(info.get("head", "pool"), info["input_size"], img_size)
         model.input_size = img_size
         info["input_size"] = img_size
     return model, {**info, "backend": "torch", "notes": []}

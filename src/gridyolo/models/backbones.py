@@ -1,7 +1,9 @@
 """Backbones behind one small constructor table: name -> (module, out_channels, stride, normalization).
 
 Every backbone maps ``[N, 3, H, W]`` (normalized) to ``[N, out_channels, H / stride, W / stride]``
-(ceil division for the TF-padded Lite0).
+(ceil division for the TF-padded Lite0). Built with ``levels=1`` or ``2`` it returns a list of maps
+instead, finest first: ``[last map]`` or ``[stride-8 map, last map]`` (``Backbone.level_channels`` /
+``level_strides`` say what each is), the input of the space-to-depth grid heads.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import torchvision
 from torch import Tensor, nn
 
 from gridyolo.errors import GridyoloError
-from gridyolo.models.darknet import Darknet, darknet24, darknet_tiny
+from gridyolo.models.darknet import DARKNET24, DARKNET_TINY, Darknet, DarknetLevels
 from gridyolo.models.efficientnet_lite import LITE0_STAGES, efficientnet_lite0, load_state_dict_file
 
 LITE0_STRIDE16_STAGES = 5  # stages 1-5 of Lite0 end at stride 16 (the 5th, 112 channels, has stride 1)
 LITE0_STRIDE16_BLOCKS = sum(stage[4] for stage in LITE0_STAGES[:LITE0_STRIDE16_STAGES])
+LITE0_STRIDE8_BLOCKS = sum(stage[4] for stage in LITE0_STAGES[:3])  # stages 1-3 end at stride 8 (40 channels)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,6 +35,8 @@ class Backbone:
     stride: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    level_channels: tuple[int, ...] = ()  # with levels: the channels of each map returned, finest first
+    level_strides: tuple[int, ...] = ()
 
 
 class ResNetFeatures(nn.Module):
@@ -44,6 +49,19 @@ class ResNetFeatures(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+class ResNetLevels(ResNetFeatures):
+    """``ResNetFeatures`` returning ``[layer2 (stride 8), layer4]`` with ``with_stride8``, else ``[layer4]``."""
+
+    def __init__(self, resnet: torchvision.models.ResNet, with_stride8: bool) -> None:
+        super().__init__(resnet)
+        self.with_stride8 = with_stride8
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        fine = self.layer2(self.layer1(self.stem(x)))
+        last = self.layer4(self.layer3(fine))
+        return [fine, last] if self.with_stride8 else [last]
 
 
 class LiteFeatures(nn.Module):
@@ -68,8 +86,36 @@ class LiteFeatures(nn.Module):
         return net._blocks(net.act(net._bn0(net._conv_stem(x))))
 
 
-def _resnet(depth: int) -> Callable[[str | None], Backbone]:
-    def build(weights: str | None) -> Backbone:
+class LiteLevels(LiteFeatures):
+    """``LiteFeatures`` returning ``[stride-8 map (40 channels), last map]`` with ``with_stride8``,
+    else ``[last map]``."""
+
+    def __init__(self, weights: str | None, stride: int, with_stride8: bool) -> None:
+        super().__init__(weights, stride)
+        self.with_stride8 = with_stride8
+        self.stride8_index = LITE0_STRIDE8_BLOCKS - 1
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        net = self.net
+        x = net.act(net._bn0(net._conv_stem(x)))
+        fine = x
+        for i, block in enumerate(net._blocks):
+            x = block(x)
+            if i == self.stride8_index:
+                fine = x
+        if self.full:
+            x = net.act(net._bn1(net._conv_head(x)))
+        return [fine, x] if self.with_stride8 else [x]
+
+
+def _levels(levels: int, fine: tuple[int, int], last: tuple[int, int]) -> dict:
+    """``Backbone`` fields of a list output: (channels, stride) of the stride-8 map and of the last map."""
+    chosen = [fine, last] if levels == 2 else [last]
+    return {"level_channels": tuple(c for c, _ in chosen), "level_strides": tuple(s for _, s in chosen)}
+
+
+def _resnet(depth: int) -> Callable[[str | None, int], Backbone]:
+    def build(weights: str | None, levels: int = 0) -> Backbone:
         name = f"resnet{depth}"
         model = getattr(torchvision.models, name)(weights=None)
         if weights == "imagenet":
@@ -90,14 +136,17 @@ def _resnet(depth: int) -> Callable[[str | None], Backbone]:
                     f"{weights}: not a {name} state_dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
                 )
         out = 2048 if depth >= 50 else 512
-        return Backbone(ResNetFeatures(model), out, 32, IMAGENET_MEAN, IMAGENET_STD)
+        if not levels:
+            return Backbone(ResNetFeatures(model), out, 32, IMAGENET_MEAN, IMAGENET_STD)
+        module = ResNetLevels(model, levels == 2)
+        return Backbone(module, out, 32, IMAGENET_MEAN, IMAGENET_STD, **_levels(levels, (out // 4, 8), (out, 32)))
 
     return build
 
 
-def _darknet(factory: Callable[[], nn.Module]) -> Callable[[str | None], Backbone]:
-    def build(weights: str | None) -> Backbone:
-        net = factory()
+def _darknet(layers: list) -> Callable[[str | None, int], Backbone]:
+    def build(weights: str | None, levels: int = 0) -> Backbone:
+        net = DarknetLevels(layers, levels == 2) if levels else Darknet(layers)
         if weights == "imagenet":
             raise GridyoloError(
                 "no ImageNet weights are published for gridyolo's Darknet; train from scratch "
@@ -105,25 +154,31 @@ def _darknet(factory: Callable[[], nn.Module]) -> Callable[[str | None], Backbon
             )
         if weights is not None:
             net.load_state_dict(load_state_dict_file(weights))
-        return Backbone(net, net.out_channels, net.stride, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        fields = _levels(levels, (net.stride8_channels, 8), (net.out_channels, net.stride)) if levels else {}
+        return Backbone(net, net.out_channels, net.stride, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), **fields)
 
     return build
 
 
-def _lite0(stride: int) -> Callable[[str | None], Backbone]:
-    def build(weights: str | None) -> Backbone:
+def _lite0(stride: int) -> Callable[[str | None, int], Backbone]:
+    def build(weights: str | None, levels: int = 0) -> Backbone:
         channels = 1280 if stride == 32 else LITE0_STAGES[LITE0_STRIDE16_STAGES - 1][3]
-        return Backbone(LiteFeatures(weights, stride), channels, stride, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        norm = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        if not levels:
+            return Backbone(LiteFeatures(weights, stride), channels, stride, *norm)
+        fine = (LITE0_STAGES[2][3], 8)
+        return Backbone(LiteLevels(weights, stride, levels == 2), channels, stride, *norm,
+                        **_levels(levels, fine, (channels, stride)))  # fmt: skip
 
     return build
 
 
-BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
+BACKBONES: dict[str, Callable[[str | None, int], Backbone]] = {
     "resnet18": _resnet(18),
     "resnet34": _resnet(34),
     "resnet50": _resnet(50),
-    "darknet": _darknet(darknet24),
-    "darknet_tiny": _darknet(darknet_tiny),
+    "darknet": _darknet(DARKNET24),
+    "darknet_tiny": _darknet(DARKNET_TINY),
     "efficientnet_lite0": _lite0(32),
     "efficientnet_lite0_s16": _lite0(16),
 }
@@ -158,8 +213,11 @@ def stem_layers(backbone: nn.Module) -> list[nn.Module]:
     raise GridyoloError(f"no stem defined for {backbone.__class__.__name__}")
 
 
-def build_backbone(name: str, weights: str | None = None) -> Backbone:
-    """Build a backbone by name; ``weights``: ``None`` (random init), ``"imagenet"`` or a state_dict path."""
+def build_backbone(name: str, weights: str | None = None, levels: int = 0) -> Backbone:
+    """Build a backbone by name; ``weights``: ``None`` (random init), ``"imagenet"`` or a state_dict path;
+    ``levels``: 0 returns the last map, 1 ``[last map]``, 2 ``[stride-8 map, last map]``."""
     if name not in BACKBONES:
         raise GridyoloError(f"unknown backbone '{name}' (choose one of: {', '.join(BACKBONES)})")
-    return BACKBONES[name](weights)
+    if levels not in (0, 1, 2):
+        raise ValueError(f"levels is 0, 1 or 2, not {levels}")
+    return BACKBONES[name](weights, levels)

@@ -7,7 +7,7 @@ paper's ImageNet pre-training schedule).
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 # (kernel, out_channels, stride) or "M" for a 2×2 max-pool with stride 2.
 DARKNET24 = [
@@ -65,6 +65,7 @@ class Darknet(nn.Module):
         super().__init__()
         modules: list[nn.Module] = []
         channels, stride = 3, 1
+        self.stride8_index, self.stride8_channels = -1, 0  # the last layer at stride 8 (a tap for the grid head)
         for layer in layers:
             if layer == "M":
                 modules.append(nn.MaxPool2d(2, 2))
@@ -73,12 +74,31 @@ class Darknet(nn.Module):
                 kernel, out, s = layer
                 modules.append(conv_bn_leaky(channels, out, kernel, s))
                 channels, stride = out, stride * s
+            if stride == 8:
+                self.stride8_index, self.stride8_channels = len(modules) - 1, channels
         self.layers = nn.Sequential(*modules)
         self.out_channels = channels
         self.stride = stride
 
     def forward(self, x):
         return self.layers(x)
+
+
+class DarknetLevels(Darknet):
+    """``Darknet`` returning a list of maps, finest first: ``[stride-8 map, last map]`` with
+    ``with_stride8``, else ``[last map]`` (the input of ``head.SpaceToDepthHead``)."""
+
+    def __init__(self, layers: list, with_stride8: bool) -> None:
+        super().__init__(layers)
+        self.with_stride8 = with_stride8
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        fine = x
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i == self.stride8_index:
+                fine = x
+        return [fine, x] if self.with_stride8 else [x]
 
 
 def darknet24() -> Darknet:

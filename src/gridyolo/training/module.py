@@ -53,6 +53,8 @@ class GridYoloModule(L.LightningModule):
 
     Args:
         backbone, weights, grid_size, num_boxes, head_channels: the model (see ``build_detector``).
+        head: ``pool`` (YOLOv1's: features averaged to S×S), ``space_to_depth`` (each position of a cell
+            keeps its features) or ``space_to_depth_s8`` (also from the stride-8 map); see ``models.head``.
         class_names, category_ids: linked from the data; travel inside checkpoints.
         input_size, resize_mode: linked from the data; travel inside checkpoints.
         lambda_coord, lambda_noobj: YOLOv1 loss weights.
@@ -82,6 +84,7 @@ class GridYoloModule(L.LightningModule):
         grid_size: PositiveInt = 7,
         num_boxes: PositiveInt = 2,
         head_channels: PositiveInt = 256,
+        head: Literal["pool", "space_to_depth", "space_to_depth_s8"] = "pool",
         class_names: list[str] | None = None,
         category_ids: list[int] | None = None,
         input_size: PositiveInt = 448,
@@ -121,7 +124,8 @@ class GridYoloModule(L.LightningModule):
         # values linked from the data at instantiation (class names and ids)
         self.class_names = list(class_names)
         self.category_ids = list(category_ids) if category_ids else list(range(1, num_classes + 1))
-        self.model = build_detector(backbone, num_classes, grid_size, num_boxes, weights, head_channels)
+        self.model = build_detector(backbone, num_classes, grid_size, num_boxes, weights, head_channels, head,
+                                    input_size)  # fmt: skip
         self.backbone_frozen = False  # during the first freeze_backbone_epochs epochs
         self.schedule_steps: tuple[int, int] | None = None  # (total, per epoch) of the LR schedule
         self.frozen_stem = stem_layers(self.model.backbone) if freeze_stem else []
@@ -150,7 +154,7 @@ class GridYoloModule(L.LightningModule):
             backbone=hp.backbone, grid_size=hp.grid_size, num_boxes=hp.num_boxes, head_channels=hp.head_channels,
             class_names=self.class_names, category_ids=self.category_ids, input_size=hp.input_size,
             resize_mode=hp.resize_mode, mean=self.model.mean.flatten().tolist(), std=self.model.std.flatten().tolist(),
-            conf_threshold=self.last_metrics.get("f1_threshold"),
+            conf_threshold=self.last_metrics.get("f1_threshold"), head=hp.head,
         )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
