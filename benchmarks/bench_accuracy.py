@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -45,13 +46,23 @@ LOSSES = {  # the loss options of core.loss.YoloV1Loss (issue 14) besides YOLOv1
     # λcoord 5 balances SSE on √w, √h; a (1 - CIoU) term is larger, and with it coord is ~2/3 of the loss
     "ciou_bce_ce_coord2": loss_args("ciou", "bce", "ce", "--model.lambda_coord", "2"),
 }
+BEST_LOSS = LOSSES["sse+ciou_bce_ce"]  # the demo's loss since the loss options were measured
+HEADS = {  # the grid heads of models.head besides the pool head (with the best loss: one change at a time)
+    head: [*BEST_LOSS, "--model.head", head] for head in ("space_to_depth", "space_to_depth_s8")
+}
 SYNTHETIC_RUNS = {  # the demo config; "demo" itself with YOLOv1's loss (the demo's default is sse+ciou/bce/ce)
     "demo": ("configs/demo.yaml", YOLOV1),
     **{f"demo_{name}": ("configs/demo.yaml", args) for name, args in LOSSES.items()},
+    **{f"demo_{name}": ("configs/demo.yaml", args) for name, args in HEADS.items()},
+    # the input size (the demo's 128 px halves the ~250 px images): S stays 4
+    "demo_256": ("configs/demo.yaml", [*BEST_LOSS, "--data.input_size", "256"]),
+    "demo_28_epochs": ("configs/demo.yaml", [*BEST_LOSS, "--trainer.max_epochs", "28"]),  # ~ demo_256's minutes
+    "demo_256_space_to_depth_s8": ("configs/demo.yaml", [*HEADS["space_to_depth_s8"], "--data.input_size", "256"]),
 }
 RUNS = {  # config, extra overrides (ResNet-18 and tiny Darknet from scratch)
     "efficientnet_lite0": ("configs/bccd_lite0.yaml", YOLOV1),
     **{f"efficientnet_lite0_{name}": ("configs/bccd_lite0.yaml", args) for name, args in LOSSES.items()},
+    **{f"efficientnet_lite0_{name}": ("configs/bccd_lite0.yaml", args) for name, args in HEADS.items()},
     "resnet18": ("configs/bccd_lite0.yaml", [*FROM_SCRATCH, "--model.backbone", "resnet18"]),
     "darknet_tiny": ("configs/bccd_lite0.yaml", [*FROM_SCRATCH, "--model.backbone", "darknet_tiny"]),
 }
@@ -101,6 +112,29 @@ def loss_rows(table: dict, prefix: str) -> dict[str, list[dict]]:
     return {name: by_loss[name] for name in ["yolov1", *LOSSES] if by_loss.get(name)}  # one order everywhere
 
 
+GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run name without the seed)}
+    "pool (demo)": ("synthetic_runs", "demo_sse+ciou_bce_ce"),
+    "space_to_depth": ("synthetic_runs", "demo_space_to_depth"),
+    "space_to_depth_s8": ("synthetic_runs", "demo_space_to_depth_s8"),
+    "28 epochs": ("synthetic_runs", "demo_28_epochs"),
+    "256 px": ("synthetic_runs", "demo_256"),
+    "256 px s2d_s8": ("synthetic_runs", "demo_256_space_to_depth_s8"),
+    "FCOS": ("comparator_runs", "fcos_synthetic"),
+}
+
+
+def option_rows(results: dict, options: dict[str, tuple[str, str]]) -> dict[str, list[dict]]:
+    """{label: [row per seed]} of the runs named in ``options`` that exist (seed 0 has no suffix, except
+    for the comparators, whose labels always carry it)."""
+    rows = {}
+    for label, (key, name) in options.items():
+        table = results.get(key, {})
+        found = [row for run, row in table.items() if run == name or run.rsplit("_seed", 1)[0] == name]
+        if found:
+            rows[label] = found
+    return rows
+
+
 def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path) -> None:
     """Test mAP / AP50 / AP75 per loss option: one dot per seed, a bar at the mean; a panel per dataset."""
     import matplotlib
@@ -109,7 +143,8 @@ def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = {"map": "mAP@[.5:.95]", "map50": "AP50", "map75": "AP75"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    width = max(6.0, 1.2 * max(len(by_loss) for by_loss in panels.values()))  # room for every option's label
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4), squeeze=False)
     for ax, (title, by_loss) in zip(axes[0], panels.items()):
         for j, (key, label) in enumerate(metrics.items()):
             for i, rows in enumerate(by_loss.values()):
@@ -126,6 +161,13 @@ def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_grid_options() -> None:
+    results = {k: entry.get("value", {}) for k, entry in json.loads(RESULTS.read_text()).items()}
+    rows = option_rows(results, GRID_OPTIONS)
+    if rows:
+        plot_losses({"synthetic shapes, sse+ciou/bce/ce": rows}, ROOT / "benchmarks" / "grid_options.png")
 
 
 def synthetic_data() -> Path:
@@ -155,7 +197,10 @@ def train_and_test(name: str, config: str, extra: list[str], data_root: Path, da
     data = ["--data.root", str(data_root), "--project", str(run_dir.parent), "--name", run_dir.name]
     cmd = [sys.executable, "-m", "gridyolo", "train", "--config", config, "--trainer.max_time", budget, *data,
            "--exist_ok", "true", *extra]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, cwd=ROOT, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)  # the whole training run
     weights = str(run_dir / "weights" / "best.ckpt")
     cmd = [sys.executable, "-m", "gridyolo", "eval", "--weights", weights, "--data", str(data_root),
            "--format", data_format, "--split", "test", "--json"]  # fmt: skip
@@ -164,9 +209,29 @@ def train_and_test(name: str, config: str, extra: list[str], data_root: Path, da
     best = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
     row["val"] = {k: best[k] for k in ("map", "map50", "map75") if k in best}
     row["minutes"], row["epochs"] = round(best.get("train_seconds", 0) / 60, 1), best.get("epochs")
+    row["cpu_seconds"] = round(cpu_seconds)
     row["run"] = str(run_dir.relative_to(ROOT))
     row["map50_vs_minutes"] = map50_vs_minutes(run_dir)
     row["train_args"] = " ".join([config, *extra])
+    return row
+
+
+COMPARATORS = {  # name: (dataset, config): torchvision FCOS on the same Lite0 (benchmarks/fcos_comparator.py)
+    "fcos_bccd": ("bccd", "configs/bccd_lite0.yaml"),
+    "fcos_synthetic": ("synthetic", "configs/demo.yaml"),
+}
+
+
+def run_comparator(name: str, seed: int, minutes: float) -> dict:
+    """FCOS under the protocol of the config's gridyolo runs; best weights on validation, test once."""
+    dataset, config = COMPARATORS[name]
+    run_dir = new_run_dir(ROOT / "runs" / "bench", f"bench_{name}_seed{seed}")
+    data_root = DATASETS[dataset][1]()
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fcos_comparator.py"), "--config", config, "--out", str(run_dir),
+           "--minutes", str(minutes), "--seed", str(seed), "--data-root", str(data_root)]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    row = json.loads((run_dir / "metrics.json").read_text())
+    row["run"] = str(run_dir.relative_to(ROOT))
     return row
 
 
@@ -176,7 +241,17 @@ def main() -> None:
     parser.add_argument("--dataset", choices=list(DATASETS), default="bccd")
     parser.add_argument("--models", nargs="+", help=f"bccd: {', '.join(RUNS)}; synthetic: {', '.join(SYNTHETIC_RUNS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (weights init, order, augmentation)")
+    parser.add_argument("--comparator", choices=list(COMPARATORS), help="run torchvision FCOS instead of gridyolo")
     args = parser.parse_args()
+    if args.comparator:
+        row = run_comparator(args.comparator, args.seed, args.minutes)
+        label = f"{args.comparator}_seed{args.seed}"
+        table = {**json.loads(RESULTS.read_text()).get("comparator_runs", {}).get("value", {}), label: row}
+        command = f"python benchmarks/bench_accuracy.py --comparator {args.comparator} --seed {args.seed}"
+        record("comparator_runs", table, command, note="torchvision FCOS, Lite0 + FPN 64, gridyolo's protocol")
+        print(label, {k: row[k] for k in ("map", "map50", "map75", "minutes", "epochs")})
+        plot_grid_options()
+        return
     runs, data_root, data_format, key, note = DATASETS[args.dataset]
     models = args.models or list(runs)
     unknown = [name for name in models if name not in runs]
@@ -201,6 +276,7 @@ def main() -> None:
         panels = {"bccd": loss_rows(results.get("bccd_runs", {}), "efficientnet_lite0"),
                   "synthetic shapes": loss_rows(results.get("synthetic_runs", {}), "demo")}  # fmt: skip
         plot_losses({title: rows for title, rows in panels.items() if rows}, ROOT / "benchmarks" / "loss_options.png")
+        plot_grid_options()
         if label == "efficientnet_lite0":  # the default config, seed 0
             ap50 = row["voc07_per_class"]  # VOC07 11-point AP at IoU 0.5, per class
             record("bccd_map50", row["map50"], command, config=config, per_class_voc07_ap50=ap50)

@@ -32,7 +32,7 @@ METADATA_FILE = "gridyolo.json"
 
 @contextmanager
 def _jit_without_deprecation_notice():
-    """torch 2.9+ marks torch.jit as deprecated; TorchScript is still what this issue ships (and what
+    """torch 2.9+ marks torch.jit as deprecated; TorchScript is still what gridyolo ships (and what
     runs without Python), so its FutureWarning is not shown to every user of export and detect."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
