@@ -175,3 +175,43 @@ def test_every_loss_option_has_finite_gradients_at_degenerate_boxes(box, conf, c
 def test_unknown_loss_option_is_refused():
     with pytest.raises(ValueError, match="unknown loss"):
         YoloV1Loss(S, B, C, box_loss="iou")
+
+
+def test_all_predictors_makes_every_predictor_of_the_cell_a_positive():
+    targets = _targets([([100, 100, 200, 200], 1)])
+    raw = encode_raw(targets, HW, S, B, C)  # both predictors hold the box; only predictor 0 is confident
+    raw[0, 2, 2, 5:7] = 0.0  # predictor 1's centre moved to the middle of the cell
+    raw.requires_grad_(True)
+    responsible = YoloV1Loss(S, B, C, box_loss="sse+ciou", conf_loss="bce", class_loss="ce")(raw, targets, HW)
+    everyone = YoloV1Loss(S, B, C, box_loss="sse+ciou", conf_loss="bce", class_loss="ce",
+                          assign="all_predictors")(raw, targets, HW)  # fmt: skip
+    assert responsible["coord"] < 1e-4 and everyone["coord"] > 0.01  # only now does predictor 1's box count
+    everyone["total"].backward()
+    assert raw.grad[0, 2, 2, 9] < 0  # its confidence is pulled up towards its IoU, not pushed to 0
+    assert raw.grad[0, 2, 2, 5:7].abs().sum() > 0  # and its centre towards the object's
+    perfect = encode_raw(targets, HW, S, B, C)
+    perfect[0, 2, 2, 9] = 16.0  # every predictor right and confident: nothing left to learn
+    loss = YoloV1Loss(S, B, C, assign="all_predictors")(perfect, targets, HW)
+    assert loss["total"] < 1e-5
+
+
+@pytest.mark.parametrize("ignore_iou, ignored", [(None, False), (0.5, True), (0.95, False)])
+def test_ignore_iou_spares_a_good_box_in_a_neighbouring_cell(ignore_iou, ignored):
+    targets = _targets([([100, 100, 200, 200], 1)])  # centre (150, 150): cell (2, 2)
+    raw = encode_raw(targets, HW, S, B, C)
+    # cell (2, 1) (x 64..128) predicts the object's box shifted left to x 127: IoU ~0.63, confident
+    raw[0, 2, 1, 0:4] = torch.logit(torch.tensor([0.99, 150 / 64 - 2, (100 / 448) ** 0.5, (100 / 448) ** 0.5]))
+    raw[0, 2, 1, 4] = 3.0
+    raw.requires_grad_(True)
+    loss = YoloV1Loss(S, B, C, ignore_iou=ignore_iou)(raw, targets, HW)
+    loss["total"].backward()
+    assert (raw.grad[0, 2, 1, 4].abs() < 1e-9) == ignored
+    far = raw.grad[0, 5, 5, 4]  # a box far from any object is pushed down whatever the threshold
+    assert far > 0
+
+
+def test_assignment_options_are_checked():
+    with pytest.raises(ValueError, match="assign"):
+        YoloV1Loss(S, B, C, assign="nearest")
+    with pytest.raises(ValueError, match="ignore_iou"):
+        YoloV1Loss(S, B, C, ignore_iou=1.5)

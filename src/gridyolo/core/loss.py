@@ -11,7 +11,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+from torchvision.ops import (
+    box_convert,
+    box_iou,
+    complete_box_iou_loss,
+    distance_box_iou_loss,
+    generalized_box_iou_loss,
+)
 
 from gridyolo.core.grid import activate, assign_cells, cell_boxes, flatten_targets, paired_box_iou
 
@@ -20,6 +26,7 @@ _IOU_LOSSES = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, 
 BoxLoss = Literal["sse", "giou", "diou", "ciou", "sse+giou", "sse+diou", "sse+ciou"]
 ConfLoss = Literal["sse", "bce"]
 ClassLoss = Literal["sse", "ce"]
+Assign = Literal["responsible", "all_predictors"]
 
 
 class YoloV1Loss(nn.Module):
@@ -51,10 +58,20 @@ class YoloV1Loss(nn.Module):
       ``noobj = λnoobj · Σ_other BCE(t_c, 0)``, with logits (no vanishing gradient of a saturated sigmoid).
     - ``class_loss="ce"``: ``cls = Σ_cells with an object CE(z, label)`` on the logits.
 
+    Which predictors learn an object (the decoding is the same for all):
+
+    - ``assign="all_predictors"``: every one of the cell's B predictors is a positive for its object
+      (coord and obj terms for each, none in noobj), not only the responsible one: B times the box
+      signal per object; NMS removes the duplicates at decode time, as it does for neighbouring cells.
+    - ``ignore_iou=t`` (YOLOv2's rule): a predictor that is not a positive but whose box overlaps an
+      object of its image with IoU > t is left out of noobj, so a good box in a neighbouring cell is not
+      pushed to confidence 0. ``None``: every non-positive predictor is in noobj (YOLOv1).
+
     Args:
         grid_size, num_boxes, num_classes: S, B, C of the raw grid.
         lambda_coord, lambda_noobj: 5 and 0.5 in the paper.
         box_loss, conf_loss, class_loss: see above; ``sse`` everywhere is YOLOv1's loss.
+        assign, ignore_iou: see above; ``responsible`` and ``None`` are YOLOv1's.
 
     ``forward(raw, targets, input_hw)``: ``raw`` is ``(N, S, S, B*5 + C)``; ``targets`` a list of N dicts
     with ``boxes`` ``[K, 4]`` xyxy in input pixels and ``labels`` ``[K]``; ``input_hw`` the input
@@ -71,10 +88,15 @@ class YoloV1Loss(nn.Module):
         box_loss: BoxLoss = "sse",
         conf_loss: ConfLoss = "sse",
         class_loss: ClassLoss = "sse",
+        assign: Assign = "responsible",
+        ignore_iou: float | None = None,
     ) -> None:
         super().__init__()
         if box_loss not in BOX_LOSSES or conf_loss not in ("sse", "bce") or class_loss not in ("sse", "ce"):
             raise ValueError(f"unknown loss: box_loss {box_loss}, conf_loss {conf_loss}, class_loss {class_loss}")
+        if assign not in ("responsible", "all_predictors") or not (ignore_iou is None or 0 <= ignore_iou <= 1):
+            raise ValueError(f"unknown assignment: assign {assign}, ignore_iou {ignore_iou}")
+        self.assign, self.ignore_iou = assign, ignore_iou
         self.grid_size = grid_size
         self.num_boxes = num_boxes
         self.num_classes = num_classes
@@ -102,25 +124,32 @@ class YoloV1Loss(nn.Module):
         distance = ((box_convert(pred_boxes.detach(), "xyxy", "cxcywh")
                      - box_convert(cells.box, "xyxy", "cxcywh")[:, None, :]) ** 2).sum(-1)  # fmt: skip
         resp = torch.where(iou.amax(dim=1) > 0, iou.argmax(dim=1), distance.argmin(dim=1))
-        m = torch.arange(len(resp), device=raw.device)
+        if self.assign == "all_predictors":  # [P] rows: (object, predictor) pairs, every predictor of the cell
+            m = torch.arange(len(resp), device=raw.device).repeat_interleave(self.num_boxes)
+            resp = torch.arange(self.num_boxes, device=raw.device).repeat(len(cells.batch))
+        else:
+            m = torch.arange(len(resp), device=raw.device)
 
         coord = raw.new_zeros(())
         if self.box_loss.startswith("sse"):
-            coord = ((xy[m, resp] - cells.xy) ** 2).sum() + ((sqrt_wh[m, resp] - cells.sqrt_wh) ** 2).sum()
+            coord = ((xy[m, resp] - cells.xy[m]) ** 2).sum() + ((sqrt_wh[m, resp] - cells.sqrt_wh[m]) ** 2).sum()
         iou_kind = self.box_loss.split("+")[-1]
         if iou_kind in _IOU_LOSSES:
-            pred_box, object_box = _at_least(pred_boxes[m, resp]), _at_least(cells.box)
+            pred_box, object_box = _at_least(pred_boxes[m, resp]), _at_least(cells.box[m])
             coord = coord + _IOU_LOSSES[iou_kind](pred_box, object_box, reduction="sum", eps=1e-7)
 
         responsible = torch.zeros_like(pred.conf, dtype=torch.bool)
-        responsible[cells.batch, cells.row, cells.col, resp] = True  # cells are unique: no duplicate writes
+        responsible[cells.batch[m], cells.row[m], cells.col[m], resp] = True  # (cell, predictor) pairs are unique
+        negative = ~responsible
+        if self.ignore_iou is not None:
+            negative &= ~self._overlaps_an_object(cell_boxes(pred.xy, pred.sqrt_wh).detach(), boxes, batch)
         if self.conf_loss == "sse":
             obj = ((conf[m, resp] - iou[m, resp]) ** 2).sum()
-            noobj = (pred.conf[~responsible] ** 2).sum()
+            noobj = (pred.conf[negative] ** 2).sum()
         else:
             logit = raw[..., : self.num_boxes * 5].reshape(*pred.conf.shape, 5)[..., 4]  # [N, S, S, B]
             obj = F.binary_cross_entropy_with_logits(logit[at][m, resp], iou[m, resp], reduction="sum")
-            other = logit[~responsible]
+            other = logit[negative]
             noobj = F.binary_cross_entropy_with_logits(other, torch.zeros_like(other), reduction="sum")
 
         if self.class_loss == "sse":
@@ -137,6 +166,18 @@ class YoloV1Loss(nn.Module):
         }
         terms["total"] = terms["coord"] + terms["obj"] + terms["noobj"] + terms["cls"]
         return terms
+
+
+    def _overlaps_an_object(self, pred_boxes: Tensor, boxes: Tensor, batch: Tensor) -> Tensor:
+        """``[N, S, S, B]``: whether each predicted box (xyxy fractions) has IoU > ``ignore_iou`` with an
+        object of its own image (``boxes`` ``[M, 4]``, ``batch`` ``[M]``)."""
+        n, s1, s2, b, _ = pred_boxes.shape
+        flat = pred_boxes.reshape(n, s1 * s2 * b, 4)
+        overlaps = torch.zeros(n, s1 * s2 * b, dtype=torch.bool, device=pred_boxes.device)
+        for image in batch.unique().tolist():  # a handful of objects per image: one small all-pairs IoU each
+            best = box_iou(flat[image], boxes[batch == image]).amax(dim=1)
+            overlaps[image] = best > self.ignore_iou
+        return overlaps.reshape(n, s1, s2, b)
 
 
 def _at_least(boxes: Tensor, size: float = 1e-6) -> Tensor:

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
 from gridyolo.core.decode import decode_targets_batch
-from gridyolo.core.loss import BoxLoss, ClassLoss, ConfLoss, YoloV1Loss
+from gridyolo.core.loss import Assign, BoxLoss, ClassLoss, ConfLoss, YoloV1Loss
 from gridyolo.deploy.checkpoint import ModelMeta
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
@@ -61,6 +61,9 @@ class GridYoloModule(L.LightningModule):
         box_loss, conf_loss, class_loss: the loss's parts (``core.loss.YoloV1Loss``): ``sse`` for all three
             is YOLOv1's loss; ``giou`` / ``diou`` / ``ciou`` (or ``sse+ciou``... beside the squared error)
             for boxes, ``bce`` (IoU-aware) for confidences, ``ce`` for classes.
+        assign, ignore_iou: which predictors learn an object: ``responsible`` (YOLOv1: the best of its
+            cell's B) or ``all_predictors``; ``ignore_iou``: non-positive boxes overlapping an object by
+            more than this are not pushed to confidence 0 (YOLOv2's rule; ``None``: YOLOv1).
         optimizer: ``sgd`` (momentum, Nesterov) or ``adamw``; ``lr`` is the head's base LR.
         momentum, weight_decay: weight decay is not applied to norm weights and biases.
         backbone_lr_factor: LR multiplier of the (pre-trained) backbone.
@@ -94,6 +97,8 @@ class GridYoloModule(L.LightningModule):
         box_loss: BoxLoss = "sse",
         conf_loss: ConfLoss = "sse",
         class_loss: ClassLoss = "sse",
+        assign: Assign = "responsible",
+        ignore_iou: ClosedUnitInterval | None = None,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: PositiveFloat = 0.01,
         momentum: ClosedUnitInterval = 0.9,
@@ -134,7 +139,7 @@ class GridYoloModule(L.LightningModule):
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = YoloV1Loss(grid_size, num_boxes, num_classes, lambda_coord, lambda_noobj, box_loss, conf_loss,
-                                  class_loss)  # fmt: skip
+                                  class_loss, assign, ignore_iou)  # fmt: skip
         self.ema: AveragedModel | None = None
         if ema_decay:
             self.ema = AveragedModel(
