@@ -1,7 +1,9 @@
 """Training throughput: ``GridYoloModule`` under Lightning vs a bare PyTorch loop (same model, batch,
-data, optimizer, interleaved rounds), the data pipeline alone vs the training step alone, peak RSS.
+data, optimizer, interleaved rounds), the data pipeline alone vs the training step alone, peak RSS,
+and a whole CPU training run's CPU-seconds per training image.
 
     python benchmarks/bench_train.py               # QUICK=1: input 320, fewer steps
+    python benchmarks/bench_train.py --whole-run [--epochs 40] [--profile] [-- extra train arguments]
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
-from common import DATA, QUICK, peak_rss_mb, record
+from common import DATA, QUICK, ROOT, peak_rss_mb, record
 
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.training.module import GridYoloModule
@@ -144,7 +147,56 @@ def rss_of_training_at_448_batch16() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+WHOLE_RUN = [  # configs/custom_cpu.yaml as a user would run it, on bccd at 256 px (S=8 divides the 16x16 map)
+    "--config", "configs/custom_cpu.yaml", "--data.root", str(DATA / "bccd"), "--data.format", "voc",
+    "--data.train_split", "trainval", "--data.val_split", "null", "--data.val_fraction", "0.15",
+    "--data.classes", "RBC,WBC,Platelets", "--data.input_size", "256", "--model.grid_size", "8",
+]  # fmt: skip
+
+
+def whole_run(epochs: int, extra: list[str], profile: bool = False) -> dict:
+    """CPU-seconds (process + loader workers, start to exit) of one ``gridyolo train`` run, per training
+    image seen (epochs × training images): what a CPU user pays for an epoch of their data."""
+    import json
+    import resource
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as project:
+        cmd = [sys.executable, "-m", "gridyolo", "train", *WHOLE_RUN, "--trainer.max_epochs", str(epochs),
+               "--project", project, "--name", "run", "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
+        if profile:
+            cmd += ["--trainer.profiler", "simple"]
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-2000:])
+        carved = json.loads((Path(project) / "run" / "val_split.json").read_text())
+        train_images = int(carved["train_images"])
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if profile:
+        print(done.stdout[-6000:])
+    images = epochs * train_images
+    return {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "epochs": epochs, "train_images": train_images,
+            "cpu_s_per_image": round(cpu / images, 4), "extra": " ".join(extra)}  # fmt: skip
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--whole-run", action="store_true", help="only the whole-run CPU-seconds per image")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--profile", action="store_true", help="print Lightning's simple profiler table")
+    parser.add_argument("extra", nargs="*", help="more gridyolo train arguments (after --)")
+    args = parser.parse_args()
+    if args.whole_run:
+        row = whole_run(args.epochs, args.extra, args.profile)
+        print(row)
+        if not args.extra and not args.profile:
+            record("train_cpu_s_per_image", row["cpu_s_per_image"], f"python benchmarks/bench_train.py --whole-run "
+                   f"--epochs {args.epochs}", **row, machine_note="quiet machine: nothing else running")  # fmt: skip
+        return
     torch.manual_seed(0)
     dm = datamodule(workers=1)
     rounds: dict[str, list[float]] = {"bare": [], "lightning": []}

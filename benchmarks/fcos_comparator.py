@@ -162,7 +162,10 @@ def score(reader, predictions: dict[int, dict]) -> dict:
     return evaluate_coco(coco_ground_truth(reader), coco_results(predictions, reader.info.category_ids))
 
 
-def run(config_path: str, out: Path, minutes: float, seed: int, data_root: str | None, test_split: str) -> dict:
+def run(
+    config_path: str, out: Path, minutes: float, seed: int, data_root: str | None, test_split: str,
+    max_epochs: int | None = None,
+) -> dict:
     config = yaml.safe_load(Path(config_path).read_text())
     data, model_args = dict(config["data"]), dict(config["model"])
     if data_root:
@@ -173,7 +176,7 @@ def run(config_path: str, out: Path, minutes: float, seed: int, data_root: str |
     dm = DetectionDataModule(**data, augment=AugmentConfig(**augment) if augment else None)
     dm.setup()
     module = FcosModule(len(dm.class_names), data["input_size"], model_args)
-    epochs = config["trainer"]["max_epochs"]
+    epochs = max_epochs or config["trainer"]["max_epochs"]
     budget = f"00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}"
     trainer = L.Trainer(max_epochs=epochs, max_time=budget, accelerator="cpu", gradient_clip_val=10.0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -211,8 +214,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root")
     parser.add_argument("--test-split", default="test")
+    parser.add_argument("--max-epochs", type=int, help="the config's by default; fewer so that the schedule fits")
     args = parser.parse_args()
-    row = run(args.config, Path(args.out), args.minutes, args.seed, args.data_root, args.test_split)
+    row = run(args.config, Path(args.out), args.minutes, args.seed, args.data_root, args.test_split, args.max_epochs)
     print(json.dumps({k: v for k, v in row.items() if k not in ("history", "per_class")}))
     if not math.isfinite(row["map"]):
         raise SystemExit(1)

@@ -148,3 +148,22 @@ def test_a_run_with_the_s8_head_trains_records_and_reloads_it(bccd_root, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "a multiple of 128" in err[0], err
     assert not (project / "bad").exists()
+
+
+def test_summary_describes_a_space_to_depth_config_and_refuses_another_size(tmp_path, capsys):
+    """`gridyolo summary --config` builds the config's head (its parameters are the head's, not the pool's)."""
+    import json
+
+    from gridyolo.apps.cli import main
+
+    config = tmp_path / "s2d.yaml"
+    model = {"backbone": "darknet_tiny", "grid_size": 4, "head_channels": 32}
+    data = {"format": "voc", "classes": ["a", "b"], "input_size": 128}
+    counts = {}
+    for head in ("pool", "space_to_depth_s8"):
+        config.write_text(json.dumps({"model": {**model, "head": head}, "data": data}))  # JSON is YAML
+        assert main(["summary", "--config", str(config), "--json"]) == 0
+        counts[head] = json.loads(capsys.readouterr().out)["params"]
+    assert counts["pool"] != counts["space_to_depth_s8"]
+    assert main(["summary", "--config", str(config), "--img-size", "256"]) == 2
+    assert "built for 128 px input" in capsys.readouterr().err
