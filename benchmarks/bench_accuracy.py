@@ -31,8 +31,10 @@ FROM_SCRATCH = ["--model.weights", "null", "--model.grid_size", "10"]
 
 
 def loss_args(box: str, conf: str, cls: str, *more: str) -> list[str]:
-    """All three loss keys, always: a config's own choice must not leak into a run named for another."""
-    return ["--model.box_loss", box, "--model.conf_loss", conf, "--model.class_loss", cls, *more]
+    """All three loss keys and the assignment, always: a config's own choice must not leak into a run named
+    for another (a later ``--model.assign`` in ``more`` wins: the last value of a key is the one used)."""
+    return ["--model.box_loss", box, "--model.conf_loss", conf, "--model.class_loss", cls,
+            "--model.assign", "responsible", *more]  # fmt: skip
 
 
 YOLOV1 = loss_args("sse", "sse", "sse")
@@ -53,6 +55,10 @@ HEADS = {  # the grid heads of models.head besides the pool head (with the best 
 ASSIGNMENTS = {  # which predictors learn an object (core.loss: assign, ignore_iou), with the best loss
     "all_predictors": [*BEST_LOSS, "--model.assign", "all_predictors"],
     "ignore_iou": [*BEST_LOSS, "--model.ignore_iou", "0.5"],
+    "one_box": [*BEST_LOSS, "--model.num_boxes", "1"],  # B=1: the one predictor gets every object of its cell
+    "all_predictors_b4": [*BEST_LOSS, "--model.assign", "all_predictors", "--model.num_boxes", "4"],
+    # the FCOS comparator's CPU-seconds on the synthetic shapes (~2x a 12-epoch grid run)
+    "all_predictors_24_epochs": [*BEST_LOSS, "--model.assign", "all_predictors", "--trainer.max_epochs", "24"],
 }
 SYNTHETIC_RUNS = {  # the demo config; "demo" itself with YOLOv1's loss (the demo's default is sse+ciou/bce/ce)
     "demo": ("configs/demo.yaml", YOLOV1),
@@ -124,6 +130,9 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "space_to_depth_s8": ("synthetic_runs", "demo_space_to_depth_s8"),
     "all_predictors": ("synthetic_runs", "demo_all_predictors"),
     "ignore_iou 0.5": ("synthetic_runs", "demo_ignore_iou"),
+    "B=1": ("synthetic_runs", "demo_one_box"),
+    "all_predictors B=4": ("synthetic_runs", "demo_all_predictors_b4"),
+    "all_predictors 24 epochs": ("synthetic_runs", "demo_all_predictors_24_epochs"),
     "28 epochs": ("synthetic_runs", "demo_28_epochs"),
     "256 px": ("synthetic_runs", "demo_256"),
     "256 px s2d_s8": ("synthetic_runs", "demo_256_space_to_depth_s8"),
