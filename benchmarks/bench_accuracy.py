@@ -125,7 +125,7 @@ def loss_rows(table: dict, prefix: str) -> dict[str, list[dict]]:
 
 
 GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run name without the seed)}
-    "pool (demo)": ("synthetic_runs", "demo_sse+ciou_bce_ce"),
+    "pool, responsible (old demo)": ("synthetic_runs", "demo_sse+ciou_bce_ce"),
     "space_to_depth": ("synthetic_runs", "demo_space_to_depth"),
     "space_to_depth_s8": ("synthetic_runs", "demo_space_to_depth_s8"),
     "all_predictors": ("synthetic_runs", "demo_all_predictors"),
