@@ -100,10 +100,3 @@ class DarknetLevels(Darknet):
                 fine = x
         return [fine, x] if self.with_stride8 else [x]
 
-
-def darknet24() -> Darknet:
-    return Darknet(DARKNET24)
-
-
-def darknet_tiny() -> Darknet:
-    return Darknet(DARKNET_TINY)
