@@ -23,6 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from gridyolo.allocator import keep_freed_memory
 from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.errors import GridyoloError
 from gridyolo.files import new_run_dir, write_json
@@ -151,6 +152,7 @@ def trainer_defaults() -> dict:
 
 
 def run_train(argv: Sequence[str]) -> int:
+    keep_freed_memory()  # a third fewer CPU-seconds per step on glibc (gridyolo.allocator)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is ours, on purpose
     # validation metrics are computed on rank 0 and broadcast: every rank logs the same value already
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting")
