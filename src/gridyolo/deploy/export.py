@@ -22,12 +22,13 @@ import torch
 from gridyolo import __version__
 from gridyolo.deploy.checkpoint import detector_from_checkpoint, resolve_conf_threshold, weights_format
 from gridyolo.deploy.inference import InferenceModel
+from gridyolo.deploy.onnx_runner import METADATA_KEY
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path
 from gridyolo.inputs import check_input_size
 from gridyolo.models import GridHead, backbone_stride, check_head_input_size
 
-METADATA_FILE = "gridyolo.json"
+METADATA_FILE = METADATA_KEY  # one name for the metadata of every export format
 
 
 @contextmanager

@@ -15,6 +15,56 @@ import json
 import numpy as np
 
 from gridyolo.core.letterbox import boxes_to_original, letterbox
+from gridyolo.errors import GridyoloError
+
+METADATA_KEY = "gridyolo.json"  # deploy.export.METADATA_FILE (export imports torch; this module must not)
+
+
+def read_metadata(session, path: str) -> dict:
+    """The gridyolo metadata of an ONNX Runtime session, checked: what decoding relies on (input size,
+    grid size, boxes per cell, class names) is present and of the right type, and the model's output
+    shape agrees with it. Anything else is one ``GridyoloError`` naming the file."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise GridyoloError(f"{path}: ONNX file without gridyolo metadata (not exported by gridyolo)")
+    try:
+        info = json.loads(meta[METADATA_KEY])
+    except (ValueError, RecursionError):
+        raise GridyoloError(f"{path}: its gridyolo metadata is not valid JSON") from None
+    positive = ("input_size", "grid_size", "num_boxes")
+    names = info.get("class_names") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or not all(_positive_int(info.get(key)) for key in positive) or not (
+        isinstance(names, list) and names and all(isinstance(name, str) for name in names)
+    ):
+        raise GridyoloError(f"{path}: its gridyolo metadata lacks a valid input_size, grid_size, num_boxes or "
+                            "class_names")  # fmt: skip
+    outputs = session.get_outputs()
+    if len(outputs) != 1:
+        raise GridyoloError(f"{path}: {len(outputs)} outputs; a gridyolo model has one, the raw grid")
+    check_raw_shape(outputs[0].shape, info, path)
+    return info
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def raw_shape(info: dict) -> tuple[int, int, int]:
+    """``(S, S, B*5 + C)``: the raw grid of one image, as the metadata says it is."""
+    s = int(info["grid_size"])
+    return s, s, int(info["num_boxes"]) * 5 + len(info["class_names"])
+
+
+def check_raw_shape(shape, info: dict, path: str) -> None:
+    """``shape`` (a raw output's, or the graph's with symbolic dimensions as strings or ``None``) is
+    ``[N, S, S, B*5 + C]`` of ``info``; otherwise a ``GridyoloError``: decoding it would read another layout."""
+    expected = raw_shape(info)
+    shape = list(shape)
+    fixed = [d if isinstance(d, int) else None for d in shape[1:]]
+    if len(shape) != 4 or any(d is not None and d != e for d, e in zip(fixed, expected)):
+        raise GridyoloError(f"{path}: the model's output shape {shape} does not match its metadata "
+                            f"[N, {', '.join(map(str, expected))}] (grid {expected[0]}, "
+                            f"{info['num_boxes']} boxes, {len(info['class_names'])} classes)")  # fmt: skip
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -52,17 +102,22 @@ class OnnxDetector:
         """``conf_threshold`` ``None``: the file's F1-optimal threshold (metadata), else 0.25."""
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = json.loads(meta["gridyolo.json"])
+        try:
+            self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise GridyoloError(f"{path}: not an ONNX model onnxruntime can load ({exc.__class__.__name__})") from None
+        self.path = path
+        self.info = read_metadata(self.session, path)
         self.size, self.num_boxes = int(self.info["input_size"]), int(self.info["num_boxes"])
         stored = self.info.get("conf_threshold")
         self.conf_threshold = conf_threshold if conf_threshold is not None else (stored if stored is not None else 0.25)
         self.iou_threshold, self.max_detections = iou_threshold, max_detections
 
     def raw(self, batch: np.ndarray) -> np.ndarray:
-        """``uint8 [N, 3, size, size]`` -> raw grid."""
-        return self.session.run(None, {"images": np.ascontiguousarray(batch, dtype=np.uint8)})[0]
+        """``uint8 [N, 3, size, size]`` -> raw grid ``[N, S, S, B*5 + C]``."""
+        raw = self.session.run(None, {"images": np.ascontiguousarray(batch, dtype=np.uint8)})[0]
+        check_raw_shape(raw.shape, self.info, self.path)
+        return raw
 
     def decode(self, raw: np.ndarray, params: np.ndarray, sizes: np.ndarray, pre_nms_topk: int = 1000) -> list[dict]:
         """Raw grid -> detections in original pixels (``params``: letterbox, ``sizes``: (height, width))."""

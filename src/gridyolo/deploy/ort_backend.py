@@ -5,7 +5,8 @@ model once, when the export is made.
 
 A checkpoint is exported once; the ONNX file is cached under ``$GRIDYOLO_CACHE`` (default
 ``~/.cache/gridyolo``), named by the checkpoint's sha256, the input size and the gridyolo version,
-so a changed checkpoint never reuses a stale export.
+so a changed checkpoint never reuses a stale export; a record beside it (the sha256 of the checkpoint
+and of the exported file) is checked on every hit, and an entry that does not verify is exported again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import Tensor
 from gridyolo import __version__
 from gridyolo.core.decode import decode_grid
 from gridyolo.deploy.checkpoint import resolve_conf_threshold
-from gridyolo.deploy.export import METADATA_FILE, export_onnx, inference_from_checkpoint
+from gridyolo.deploy.export import export_onnx, inference_from_checkpoint
+from gridyolo.deploy.onnx_runner import check_raw_shape, read_metadata
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path, cache_dir, write_json
 
@@ -63,10 +65,8 @@ class OnnxRuntimeModel:
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise GridyoloError(f"{path}: not an ONNX model onnxruntime can load ({exc.__class__.__name__})") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_FILE not in metadata:
-            raise GridyoloError(f"{path}: ONNX file without gridyolo metadata (not exported by gridyolo)")
-        self.info: dict[str, Any] = json.loads(metadata[METADATA_FILE])
+        self.path = path
+        self.info: dict[str, Any] = read_metadata(self.session, path)
         self.input_size = int(self.info["input_size"])
         self.num_boxes = int(self.info["num_boxes"])
         self.conf_threshold = resolve_conf_threshold(conf_threshold, self.info.get("conf_threshold"))
@@ -75,7 +75,9 @@ class OnnxRuntimeModel:
 
     def predict_raw(self, batch: Tensor) -> Tensor:
         """``uint8 [N, 3, size, size]`` -> raw grid ``[N, S, S, B*5 + C]`` (float32)."""
-        return torch.from_numpy(self.session.run(None, {"images": batch.contiguous().numpy()})[0])
+        raw = self.session.run(None, {"images": batch.contiguous().numpy()})[0]
+        check_raw_shape(raw.shape, self.info, self.path)
+        return torch.from_numpy(raw)
 
     def postprocess(self, raw: Tensor, params: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
         size = (self.input_size, self.input_size)
@@ -91,12 +93,36 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def cache_entry(weights: str, img_size: int | None = None) -> Path:
+def cache_entry(weights: str, img_size: int | None = None, digest: str | None = None) -> Path:
     """Where the ONNX export of ``weights`` at ``img_size`` lives in the cache: named by the checkpoint's
-    sha256, the input size and the gridyolo version, so a changed checkpoint never reuses a stale export.
-    A ``.rejected.json`` beside it records why a checkpoint has no usable export."""
-    key = f"{_sha256(weights)[:16]}-{img_size or 'train'}-{__version__}"
+    sha256 (``digest``, computed when not given), the input size and the gridyolo version, so a changed
+    checkpoint never reuses a stale export. Beside it, ``.json`` holds the digests that verify the entry
+    (``verified_entry``), or ``.rejected.json`` why the checkpoint has no usable export."""
+    key = f"{(digest or _sha256(weights))[:16]}-{img_size or 'train'}-{__version__}"
     return cache_dir() / "onnx" / f"{Path(weights).stem}-{key}.onnx"
+
+
+def _read_record(path: Path) -> dict | None:
+    """A cache record (json object), or ``None`` when it is missing, unreadable or not one."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def verified_entry(path: Path, checkpoint_digest: str) -> str | None:
+    """Why the cached export at ``path`` cannot be trusted for the checkpoint of ``checkpoint_digest``
+    (``None``: it can). Its record must name this checkpoint and the export's own sha256, so a file
+    placed under the name, truncated or replaced, or a record of another checkpoint, does not verify."""
+    record = _read_record(path.with_suffix(".json"))
+    if record is None:
+        return "no readable record of the checkpoint it was exported from"
+    if record.get("checkpoint_sha256") != checkpoint_digest:
+        return "its record names another checkpoint"
+    if record.get("onnx_sha256") != _sha256(str(path)):
+        return "the file is not the one that was exported and checked (changed, replaced or truncated)"
+    return None
 
 
 def raw_gap(reference: Any, model: OnnxRuntimeModel, seed: int = 0) -> float:
@@ -115,21 +141,37 @@ def onnxruntime_from_checkpoint(
     conf_threshold: float | None = None,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
+    notes: list[str] | None = None,
 ) -> OnnxRuntimeModel:
     """The ONNX Runtime model of a checkpoint, exported and checked once, then reused from the cache.
 
-    On a cache hit only the ONNX file is opened: the checkpoint is neither read nor run. On a miss the
-    checkpoint (``read_checkpoint()``) is exported, and the export is kept only if its raw grid matches
-    the eager model's within ``RAW_TOLERANCE`` on a probe batch; otherwise the reason is kept instead,
-    and this and every later call raise ``GridyoloError`` with it (the caller falls back to torch).
+    On a cache hit the checkpoint is hashed, not read or run, and the entry is used only if it verifies
+    (``verified_entry``); one that does not is exported again, and why is appended to ``notes``. On a
+    miss the checkpoint (``read_checkpoint()``) is exported, and the export is kept only if its raw grid
+    matches the eager model's within ``RAW_TOLERANCE`` on a probe batch; otherwise the reason is kept
+    instead, and this and every later call raise ``GridyoloError`` with it (the caller falls back to torch).
     """
-    path = cache_entry(weights, img_size)
-    rejected = path.with_suffix(".rejected.json")
+    digest = _sha256(weights)
+    path = cache_entry(weights, img_size, digest)
+    record, rejected = path.with_suffix(".json"), path.with_suffix(".rejected.json")
     thresholds = (conf_threshold, iou_threshold, max_detections)
     if path.is_file():
-        return OnnxRuntimeModel(str(path), *thresholds)
-    if rejected.is_file():
-        raise GridyoloError(json.loads(rejected.read_text())["reason"])
+        why = verified_entry(path, digest)
+        if why is None:
+            try:
+                return OnnxRuntimeModel(str(path), *thresholds)
+            except GridyoloError as exc:
+                why = str(exc)
+        if notes is not None:
+            notes.append(f"{path}: cached export ignored ({why}); exported again")
+    elif rejected.is_file():
+        reason = _read_record(rejected)
+        if reason is not None and reason.get("checkpoint_sha256") == digest and isinstance(reason.get("reason"), str):
+            raise GridyoloError(reason["reason"])
+        if notes is not None:
+            notes.append(f"{rejected}: unreadable or of another checkpoint; ignored, exported again")
+    for stale in (path, record, rejected):
+        stale.unlink(missing_ok=True)
     checkpoint = read_checkpoint()
     with atomic_path(path) as tmp:  # atomic: concurrent detects never read half a file
         try:
@@ -142,6 +184,9 @@ def onnxruntime_from_checkpoint(
         except (GridyoloError, RuntimeError, ValueError) as exc:  # e.g. a head pool with no fixed-size ONNX form
             reason = f"ONNX export failed ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
         if reason is not None:
-            write_json(rejected, {"reason": reason})
+            write_json(rejected, {"reason": reason, "checkpoint_sha256": digest})
             raise GridyoloError(reason)
+        exported = _sha256(tmp)
+    write_json(record, {"checkpoint_sha256": digest, "onnx_sha256": exported, "checkpoint": str(weights)})
+    model.path = str(path)
     return model

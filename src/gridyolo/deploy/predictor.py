@@ -186,7 +186,7 @@ def _checkpoint(
     notes: list[str] = []
     if usable and backend != "torch":
         try:
-            model = ort_backend.onnxruntime_from_checkpoint(weights, read_checkpoint, img_size, *thresholds)
+            model = ort_backend.onnxruntime_from_checkpoint(weights, read_checkpoint, img_size, *thresholds, notes)
         except GridyoloError as exc:
             if backend == "onnxruntime":
                 raise GridyoloError(f"{weights}: {exc}") from None
