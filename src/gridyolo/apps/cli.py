@@ -43,7 +43,7 @@ def _data_convert(args: argparse.Namespace) -> int:
         raise GridyoloError(f"--format {args.format} takes one ROOT, got {len(args.root)}")
     reader = build_reader(roots, args.format, args.split, classes=_class_list(args.classes))
     split = args.out_split or args.split or ("train" if args.format == "yolo" else "all")
-    report = convert_dataset(reader, args.to, args.out, split, args.images, args.exist_ok)
+    report = convert_dataset(reader, args.to, args.out, split, args.images, args.exist_ok, args.root)
     print(json.dumps(report) if args.json else format_convert_report(report))
     return 0
 
@@ -106,6 +106,7 @@ def _class_list(text: str | None) -> list[str] | None:
 
 def _detect(args: argparse.Namespace) -> int:
     from gridyolo.apps.detect import run_detect
+    from gridyolo.evaluation.voc_ap import threshold_text
 
     result = run_detect(
         args.weights, args.source, args.out, args.conf, args.iou, args.img_size, args.device, args.batch,
@@ -115,7 +116,7 @@ def _detect(args: argparse.Namespace) -> int:
         print(f"gridyolo: warning: {note}", file=sys.stderr)
     print(f"{result['timing']} ({result['backend']} on {result['device']})")
     counts = ", ".join(f"{n} {name}" for name, n in result["boxes_per_class"].items()) or "no boxes"
-    print(f"found {counts} at --conf {result['conf_threshold']:g} ({result['conf_source']})")
+    print(f"found {counts} at --conf {threshold_text(result['conf_threshold'])} ({result['conf_source']})")
     print(f"results in {result['out']}" + (f" (video {result['video']})" if result["video"] else ""))
     if result["predictions"]:
         print(f"predictions in {result['predictions']}")

@@ -12,6 +12,17 @@ from gridyolo.data.sample import BoxIssue, DatasetInfo, ImageRecord, Sample
 from gridyolo.data.validation import clip_and_filter_boxes
 from gridyolo.errors import DatasetError
 
+# written first and removed last by ``data convert``: a root holding it was left half-written
+INCOMPLETE_MARKER = ".gridyolo-incomplete"
+
+
+def refuse_incomplete(root: str) -> None:
+    """A dataset root (or a YOLO data YAML's folder) that an interrupted ``data convert`` left is refused."""
+    folder = root if os.path.isdir(root) else os.path.dirname(root) or "."
+    if os.path.exists(os.path.join(folder, INCOMPLETE_MARKER)):
+        raise DatasetError(f"{folder}: an interrupted 'gridyolo data convert' left this folder incomplete "
+                           f"({INCOMPLETE_MARKER}); convert again (with --exist-ok) to finish it")  # fmt: skip
+
 
 class DetectionReader(Sequence):
     """A list of validated ``ImageRecord`` whose items load as ``Sample``.

@@ -23,11 +23,12 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import yaml
 
-from gridyolo.data.base import DetectionReader
+from gridyolo.data.base import INCOMPLETE_MARKER, DetectionReader
 from gridyolo.data.coco import CocoReader
 from gridyolo.data.sample import ImageRecord
 from gridyolo.errors import DatasetError, GridyoloError
@@ -38,7 +39,13 @@ IMAGE_MODES = ("copy", "symlink", "hardlink")
 
 
 def convert_dataset(
-    reader: DetectionReader, to: str, out: str, split: str, images: str = "copy", exist_ok: bool = False
+    reader: DetectionReader,
+    to: str,
+    out: str,
+    split: str,
+    images: str = "copy",
+    exist_ok: bool = False,
+    source_roots: Sequence[str] = (),
 ) -> dict:
     """Write ``reader``'s split into ``out`` in the ``to`` layout; returns what was written and lost.
 
@@ -48,6 +55,10 @@ def convert_dataset(
             which is how several splits go into one root).
         split: the split's name in the output (``instances_SPLIT.json``, ``SPLIT.txt``, the YAML key).
         images: ``copy``, ``symlink`` (absolute links) or ``hardlink`` the image files.
+        source_roots: the roots (or data YAML) the reader was built from: ``out`` must not be inside them.
+
+    Everything is checked before the first file is written; until the last one is, ``out`` holds
+    ``INCOMPLETE_MARKER`` and every reader refuses it.
     """
     if to not in TARGETS:
         raise GridyoloError(f"--to must be one of {', '.join(TARGETS)}, got '{to}'")
@@ -59,9 +70,20 @@ def convert_dataset(
         raise GridyoloError(f"{out}: exists and is not a folder")
     if os.path.isdir(out) and os.listdir(out) and not exist_ok:
         raise GridyoloError(f"{out}: folder is not empty; choose a new --out or pass --exist-ok to add to it")
+    _refuse_an_output_inside_the_source(reader, out, source_roots)
     names = _unique_names(reader.records)
+    if to == "yolo":  # refused before the first file is written, not after
+        _check_data_yaml(os.path.join(out, "data.yaml"), list(reader.info.class_names))
+    if to == "coco":
+        _check_coco_categories(out, split, list(reader.info.class_names))
     writer = {"coco": _write_coco, "voc": _write_voc, "yolo": _write_yolo}[to]
+    os.makedirs(out, exist_ok=True)
+    marker = os.path.join(out, INCOMPLETE_MARKER)
+    # until the last file is written, every reader refuses this root (a Ctrl-C, SIGTERM or full disk
+    # leaves it marked: never read as a clean, smaller dataset)
+    write_text(marker, f"gridyolo data convert of {reader.name} (split '{split}') did not finish\n")
     lost = writer(reader, out, split, names, images)
+    os.remove(marker)
     return {
         "to": to,
         "out": out,
@@ -72,6 +94,55 @@ def convert_dataset(
         "clipped": [issue.to_dict() for issue in reader.clipped],
         "dropped": [issue.to_dict() for issue in reader.dropped],
     }
+
+
+def _refuse_an_output_inside_the_source(reader: DetectionReader, out: str, source_roots: Sequence[str]) -> None:
+    """An output under a folder the source reads from (its roots, its image folders) would be read back
+    as part of the source."""
+    resolvers = (os.path.abspath, os.path.realpath)
+    targets = {resolve(out) for resolve in resolvers}
+    folders = {os.path.dirname(r.file) for r in reader.records}
+    folders |= {root if os.path.isdir(root) else os.path.dirname(root) or "." for root in source_roots}
+    for folder in sorted({resolve(folder) for folder in folders for resolve in resolvers}):
+        if any(target == folder or target.startswith(folder + os.sep) for target in targets):
+            raise GridyoloError(f"{out}: inside the source dataset ({folder}); its files would be read back as "
+                                "part of the source. Choose an --out outside it")  # fmt: skip
+
+
+def _check_data_yaml(path: str, class_names: list[str]) -> None:
+    """An existing ``data.yaml`` (``--exist-ok``) must be readable and list the same classes."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise GridyoloError(f"{path}: exists and is not a readable YAML file; write to another --out") from None
+    if not isinstance(config, dict):
+        raise GridyoloError(f"{path}: exists and is not a YOLO data YAML; write to another --out")
+    old = config.get("names")
+    old = [old[k] for k in sorted(old)] if isinstance(old, dict) else old
+    if old is not None and list(old) != class_names:
+        raise GridyoloError(f"{path}: its class names differ from this dataset's; write to another --out")
+
+
+def _check_coco_categories(out: str, split: str, class_names: list[str]) -> None:
+    """Other splits already in the root (``--exist-ok``) must name the same categories."""
+    folder = os.path.join(out, "annotations")
+    if not os.path.isdir(folder):
+        return
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not (name.startswith("instances_") and name.endswith(".json")) or name == f"instances_{split}.json":
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                categories = json.load(f).get("categories")
+            names = [c["name"] for c in categories]
+        except (OSError, ValueError, RecursionError, AttributeError, TypeError, KeyError):
+            raise GridyoloError(f"{path}: not a readable COCO json; write to another --out") from None
+        if names != class_names:
+            raise GridyoloError(f"{path}: its categories differ from this dataset's; write to another --out")
 
 
 def _unique_names(records: list[ImageRecord]) -> list[str]:
@@ -197,14 +268,11 @@ def _write_yolo(reader: DetectionReader, out: str, split: str, names: list[str],
 
 
 def _update_data_yaml(path: str, split: str, class_names: list[str]) -> None:
+    _check_data_yaml(path, class_names)
     config: dict = {}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             config = yaml.safe_load(f) or {}
-        old = config.get("names")
-        old = [old[k] for k in sorted(old)] if isinstance(old, dict) else old
-        if old is not None and list(old) != class_names:
-            raise GridyoloError(f"{path}: its class names differ from this dataset's; write to another --out")
     config[split] = f"images/{split}"
     config["names"] = dict(enumerate(class_names))
     write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gridyolo.data.base import DetectionReader
+from gridyolo.data.base import DetectionReader, refuse_incomplete
 from gridyolo.data.classes import parse_class_list
 from gridyolo.data.coco import CocoReader
 from gridyolo.data.voc import VocReader
@@ -32,6 +32,8 @@ def build_reader(
     """
     if format not in FORMATS:
         raise DatasetError(f"unknown dataset format '{format}' (choose one of: {', '.join(FORMATS)})")
+    for one in [root] if isinstance(root, str) else root:
+        refuse_incomplete(str(one))
     try:
         return _build(root, format, split, classes)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as exc:

@@ -49,8 +49,10 @@ def _load_coco_results(path: str, reader: DetectionReader) -> tuple[list[dict], 
             data = json.load(f)
     except json.JSONDecodeError as exc:
         raise GridyoloError(f"{path}:{exc.lineno}: malformed JSON at column {exc.colno}: {exc.msg}") from None
-    except (UnicodeDecodeError, RecursionError):
+    except UnicodeDecodeError:
         raise GridyoloError(f"{path}: not a COCO results json (not UTF-8 JSON text)") from None
+    except RecursionError:  # valid JSON, nested deeper than Python's parser goes: no results list is
+        raise GridyoloError(f"{path}: not a COCO results json (JSON nested too deeply)") from None
     if isinstance(data, dict) and "annotations" in data:
         raise GridyoloError(f"{path}: this is a ground-truth json; --predictions takes a results list")
     if not isinstance(data, list):
@@ -93,7 +95,8 @@ def _load_yolo_folder(folder: str, reader: DetectionReader) -> tuple[list[dict],
     by_stem: dict[str, list] = defaultdict(list)
     for record in reader.records:
         by_stem[os.path.splitext(os.path.basename(record.file))[0]].append(record)
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".txt"))
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".txt"))
+    files = [f for f in names if os.path.isfile(os.path.join(folder, f))]  # a named pipe would block the read
     if not files:
         raise GridyoloError(f"{folder}: no .txt prediction files (expected one 'cls cx cy w h conf' file per image)")
     num_classes = reader.info.num_classes
@@ -129,6 +132,11 @@ def _load_yolo_folder(folder: str, reader: DetectionReader) -> tuple[list[dict],
             f"{folder}: none of its {len(files)} prediction files is named after an image of {reader.name}"
         )
     notes = []
+    if len(files) < len(names):
+        regular = set(files)
+        odd = [f for f in names if f not in regular]
+        notes.append(f"{folder}: {len(odd)} .txt entr{'y is' if len(odd) == 1 else 'ies are'} not a regular file "
+                     f"(a folder, a named pipe or a device) and were skipped ({', '.join(odd[:3])})")  # fmt: skip
     if unmatched:
         notes.append(
             f"{folder}: {len(unmatched)} prediction file(s) match no image of {reader.name} and were ignored "

@@ -109,7 +109,7 @@ def score_detections(
     metrics["detections"] = len(results)
     best = best_f1_threshold(reader.records, predictions, reader.info.num_classes)
     if best is not None:
-        metrics["f1_threshold"], metrics["f1"] = round(best[0], 4), best[1]
+        metrics["f1_threshold"], metrics["f1"] = best  # exact: a rounded-up value drops its own detection
     metrics["confusion_threshold"] = resolve_conf_threshold(conf_threshold, metrics.get("f1_threshold"))
     if not is_coco(reader):
         names = reader.info.class_names

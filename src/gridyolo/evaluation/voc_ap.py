@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from decimal import ROUND_FLOOR, Decimal
 
 import numpy as np
 
@@ -129,3 +130,13 @@ def best_f1_threshold(
     last_of_score = np.append(scores[1:] != scores[:-1], True)  # a threshold keeps every tie, or none of them
     best = int(np.flatnonzero(last_of_score)[np.argmax(f1[last_of_score])])
     return float(scores[best]), float(f1[best])
+
+
+def threshold_text(value: float, digits: int = 4) -> str:
+    """``value`` shown with ``digits`` significant digits, rounded *down*: a threshold printed (and
+    perhaps copied into ``--conf``) never exceeds the score of the detection that defines it."""
+    exact = Decimal(value)  # the float's exact binary value
+    if not exact.is_finite() or exact == 0:
+        return f"{value:g}"
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    return f"{exact.quantize(step, rounding=ROUND_FLOOR).normalize():f}"

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from gridyolo.evaluation.report import format_metrics_table
+from gridyolo.evaluation.voc_ap import threshold_text
 from gridyolo.files import copy_file, write_json
 
 
@@ -133,7 +134,7 @@ class RunSummary(L.Callback):
         self.write_plots(trainer, final)
         print(format_metrics_table(final, title=f"{source} on the validation split ({len(self.history)} epochs run)"))
         if final.get("f1_threshold") is not None:
-            print(f"detect's default --conf: {final['f1_threshold']:.3g} (the F1-optimal score threshold, "
+            print(f"detect's default --conf: {threshold_text(final['f1_threshold'])} (the F1-optimal score threshold, "
                   f"F1 {final['f1']:.3f}; stored in the checkpoint)")  # fmt: skip
         print(f"run directory: {self.run_dir}")
 

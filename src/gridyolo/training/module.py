@@ -297,5 +297,5 @@ class GridYoloModule(L.LightningModule):
         metrics["images"] = len(predictions)
         best = best_f1_threshold(reader.records, predictions, len(self.class_names))
         if best is not None:
-            metrics["f1_threshold"], metrics["f1"] = round(best[0], 4), best[1]
+            metrics["f1_threshold"], metrics["f1"] = best  # exact: a rounded-up value drops its own detection
         return metrics
