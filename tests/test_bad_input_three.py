@@ -161,3 +161,51 @@ def test_an_interrupted_convert_is_refused_by_every_reader(bccd_root, tmp_path, 
         convert.convert_dataset(reader, to, str(out), "train", exist_ok=True)  # finishing it clears the mark
         assert len(build_reader(root, fmt, split, classes=["RBC", "WBC", "Platelets"])) == len(reader)
         monkeypatch.setattr(convert, "_place_image", stop_after_two)
+
+
+# -- resume: only the run's controls may change --
+def _train(tmp_path, config, name, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "gridyolo", "train", "--config", str(config), "--project",
+                           str(tmp_path / "runs"), "--name", name, *extra], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def test_resume_refuses_other_model_or_data_settings(bccd_root, tmp_path):
+    from train_helpers import tiny_bccd, tiny_config
+
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_bccd(tmp_path / "voc", count=6), trainer__max_epochs=1)
+    assert _train(tmp_path, config, "first").returncode == 0
+    last = str(tmp_path / "runs" / "first" / "weights" / "last.ckpt")
+    for extra, named in ((["--model.grid_size", "8"], "model.grid_size 4 -> 8"),
+                         (["--model.backbone", "resnet18"], "model.backbone darknet_tiny -> resnet18"),
+                         (["--data.input_size", "160"], "data.input_size 128 -> 160")):  # fmt: skip
+        done = _train(tmp_path, config, "again", "--resume", last, "--trainer.max_epochs", "2", *extra)
+        assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr[-800:]
+        assert sum("gridyolo: error" in line for line in done.stderr.splitlines()) == 1
+        assert not (tmp_path / "runs" / "again").exists()  # a refused run leaves no folder
+    # the run's controls and the safe keys may change
+    done = _train(tmp_path, config, "again", "--resume", last, "--trainer.max_epochs", "2", "--data.num_workers", "0",
+                  "--model.conf_threshold", "0.01")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_ctrl_c_before_a_resumed_runs_first_epoch_points_at_the_checkpoint_it_resumed_from(tmp_path, capsys):
+    from gridyolo.training.callbacks import RunStatus
+
+    first = tmp_path / "first"
+    (first / "weights").mkdir(parents=True)
+    (first / "config.yaml").write_text("model: {}\n")
+    resumed_from = first / "weights" / "last.ckpt"
+    resumed_from.write_bytes(b"a checkpoint")
+    status = RunStatus(tmp_path / "again", str(resumed_from), resumed_epochs=3)
+    status.on_exception(None, None, KeyboardInterrupt())
+    written = json.loads((tmp_path / "again" / "status.json").read_text())
+    resume = f"gridyolo train --config {first / 'config.yaml'} --resume {resumed_from}"
+    assert written == {"status": "interrupted", "epochs_saved": 3, "reason": "KeyboardInterrupt",
+                       "last_checkpoint": str(resumed_from), "resume": resume}  # fmt: skip
+    err = capsys.readouterr().err
+    assert "nothing to resume" not in err and f"{resumed_from}, which it resumed from, is intact" in err
+    assert resume in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 import lightning as L
@@ -112,6 +113,24 @@ class DetectionDataModule(L.LightningDataModule):
     def category_ids(self) -> list[int]:
         return list(self.info.category_ids)
 
+    def settings(self) -> dict:
+        """What this data module reads and how (``training.resume`` compares it on ``--resume``), in
+        built-in types only (checkpoints load with ``weights_only=True``)."""
+        return _builtin({
+            "root": self.root, "format": self.format, "train_split": self.train_split, "val_split": self.val_split,
+            "val_root": self.val_root, "val_fraction": self.val_fraction, "classes": self.classes,
+            "input_size": self.input_size, "resize_mode": self.resize_mode, "augment": asdict(self.augment),
+            "batch_size": self.batch_size, "val_batch_size": self.val_batch_size, "num_workers": self.num_workers,
+            "seed": self.seed, "check_images": self.check_images,
+        })  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint (Lightning), so a resumed run can be checked against it."""
+        return {"settings": self.settings()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: the settings were compared before the resumed run started."""
+
     def setup(self, stage: str | None = None) -> None:
         self.prepare_readers()
 
@@ -139,6 +158,20 @@ class DetectionDataModule(L.LightningDataModule):
             collate_fn=collate_detections,
             persistent_workers=self.num_workers > 0,
         )
+
+
+def _builtin(value):
+    """``value`` with jsonargparse's restricted numbers (``PositiveInt``...) as plain ints and floats."""
+    if isinstance(value, dict):
+        return {str(k): _builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_builtin(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return str(value)
 
 
 def _check_images(reader: DetectionReader, role: str) -> None:

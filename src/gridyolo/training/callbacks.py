@@ -49,9 +49,11 @@ class RunStatus(L.Callback):
     SIGTERM) or ``failed``, with what ``last.ckpt`` holds and how to continue; an interruption also
     says so on stderr."""
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: str | os.PathLike, resumed_from: str | None = None, resumed_epochs: int = 0) -> None:
         self.run_dir = Path(run_dir)
         self.epochs_saved = 0  # epochs finished in the newest last.ckpt
+        # a resumed run interrupted before its own first checkpoint: the one it resumed from still holds it all
+        self.resumed_from, self.resumed_epochs = resumed_from, resumed_epochs
 
     def _write(self, status: str, **details: Any) -> None:
         if rank_zero_only.rank == 0:
@@ -70,10 +72,17 @@ class RunStatus(L.Callback):
         interrupted = isinstance(exception, (KeyboardInterrupt, SystemExit))
         reason = "SIGTERM" if isinstance(exception, SystemExit) else exception.__class__.__name__
         last = self.run_dir / "weights" / "last.ckpt"
+        config = self.run_dir / "config.yaml"
         if last.is_file() and self.epochs_saved > 0:
-            config = self.run_dir / "config.yaml"
             resume = f"gridyolo train --config {config} --resume {last}"
             saved = f"{last} holds the {self.epochs_saved} finished epoch(s); continue with: {resume}"
+        elif self.resumed_from and os.path.isfile(self.resumed_from):
+            last, self.epochs_saved = Path(self.resumed_from), self.resumed_epochs
+            if not config.is_file():  # interrupted before this run wrote its own: the first run's
+                config = last.parent.parent / "config.yaml"
+            resume = f"gridyolo train --config {config} --resume {last}"
+            saved = (f"no epoch finished since the resume; {last}, which it resumed from, is intact and holds "
+                     f"{self.epochs_saved} finished epoch(s); continue with: {resume}")  # fmt: skip
         else:
             resume, saved = None, "no checkpoint was written yet (the first epoch did not finish): nothing to resume"
         self._write("interrupted" if interrupted else "failed", reason=reason, last_checkpoint=str(last) if resume

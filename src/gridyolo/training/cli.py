@@ -29,6 +29,7 @@ from gridyolo.errors import GridyoloError
 from gridyolo.files import new_run_dir, write_json
 from gridyolo.training.callbacks import BestCheckpoint, RunStatus, RunSummary
 from gridyolo.training.module import GridYoloModule
+from gridyolo.training.resume import refuse_changed_settings
 
 RUN_DIR_ENV = "GRIDYOLO_RUN_DIR"
 
@@ -76,7 +77,8 @@ class GridYoloCLI(LightningCLI):
             from gridyolo.deploy.checkpoint import load_checkpoint
 
             # a clear error now rather than a traceback from inside fit; and what it holds
-            self.resume_epochs_done = int(load_checkpoint(resume).get("epoch", -1)) + 1
+            self.resume_checkpoint = load_checkpoint(resume)
+            self.resume_epochs_done = int(self.resume_checkpoint.get("epoch", -1)) + 1
         # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's environment:
         # they must write into the run directory rank 0 created, not allocate one of their own.
         inherited = os.environ.get(RUN_DIR_ENV)
@@ -115,7 +117,7 @@ class GridYoloCLI(LightningCLI):
                 enable_version_counter=False,
             ),
             RunSummary(self.run_dir),
-            RunStatus(self.run_dir),
+            RunStatus(self.run_dir, self.config.get("resume"), self.resume_epochs_done),
         ]
         if trainer_config.get("enable_progress_bar", True) is not False:
             callbacks.append(ProgressBar())
@@ -178,6 +180,12 @@ def run_train(argv: Sequence[str]) -> int:
         raise
     if cli.config.get("resume"):
         _refuse_a_resume_with_nothing_left(cli.config["resume"], cli.resume_epochs_done, cli.trainer.max_epochs)
+        try:
+            refuse_changed_settings(cli.config["resume"], cli.resume_checkpoint, cli.model, cli.datamodule)
+        except GridyoloError:
+            _remove_empty_run_dir()
+            raise
+        del cli.resume_checkpoint  # Lightning reads it again for fit; do not hold two copies
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         _warn_if_the_grid_does_not_fit(cli.model, cli.datamodule)
     try:
