@@ -209,3 +209,34 @@ def test_ctrl_c_before_a_resumed_runs_first_epoch_points_at_the_checkpoint_it_re
     err = capsys.readouterr().err
     assert "nothing to resume" not in err and f"{resumed_from}, which it resumed from, is intact" in err
     assert resume in err
+
+
+# -- what decodes is not what is whole --
+def test_a_jpeg_with_damaged_bytes_inside_is_reported_as_suspect(bccd_root, tmp_path, capsys):
+    import cv2
+
+    from gridyolo.data.image_check import inspect_image, jpeg_structure_problem
+    from train_helpers import tiny_bccd
+
+    root = tiny_bccd(tmp_path / "voc", count=4)
+    victim = sorted((root / "JPEGImages").iterdir())[0]
+    data = bytearray(victim.read_bytes())
+    victim.unlink()  # a symlink to the shared data: write a damaged copy instead
+    middle = len(data) // 2
+    data[middle : middle + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    victim.write_bytes(bytes(data))
+    image = cv2.imread(str(victim))
+    assert image is not None and image.shape[:2] == (480, 640)  # decodes, at its full size, end marker intact
+    assert inspect_image(str(victim))[2] == "suspect"
+    assert main(["data", "check", str(root), "--format", "voc", "--split", "train", "--classes",
+                 "RBC,WBC,Platelets"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"{victim}: suspect: damaged image data" in out
+    # sound JPEGs of every kind the writers make are not suspect
+    picture = cv2.imread(str(sorted(bccd_root.glob("JPEGImages/*.jpg"))[0]))
+    for flags in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 4],
+                  [cv2.IMWRITE_JPEG_OPTIMIZE, 1, cv2.IMWRITE_JPEG_QUALITY, 30]):  # fmt: skip
+        ok, encoded = cv2.imencode(".jpg", picture, flags)
+        assert ok and jpeg_structure_problem(encoded.tobytes()) == "", flags
+    for path in [*bccd_root.glob("JPEGImages/*.jpg")][:100]:
+        assert jpeg_structure_problem(path.read_bytes()) == "", path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from typing import Literal
 
@@ -176,7 +177,12 @@ def _builtin(value):
 
 def _check_images(reader: DetectionReader, role: str) -> None:
     """Stop on images that would stop training later, or silently feed it a grey tail."""
-    fatal = [p for p in check_images(reader.records, reader.name, progress=len(reader) >= 2000) if p.kind in FATAL]
+    problems = check_images(reader.records, reader.name, progress=len(reader) >= 2000)
+    suspect = [p for p in problems if p.kind not in FATAL]
+    if suspect:
+        print(f"gridyolo: warning: {len(suspect)} suspect image(s) in the {role} split of {reader.name} (e.g. "
+              f"{suspect[0].file}: {suspect[0].detail}); gridyolo data check lists them", file=sys.stderr)  # fmt: skip
+    fatal = [p for p in problems if p.kind in FATAL]
     if fatal:
         first = "; ".join(f"{p.file}: {p.kind}: {p.detail}" for p in fatal[:3])
         raise DatasetError(

@@ -4,7 +4,9 @@ Findings, per file: ``unreadable`` (missing, or no permission), ``truncated`` (a
 marker or a PNG without its IEND chunk: OpenCV 5 refuses them, OpenCV 4 decodes them with a grey
 tail, silently), ``corrupt`` (the decoder gives up on a complete file), ``size_mismatch`` (the decoded
 size differs from the annotated one), ``too_large`` (above the pixel limit,
-``inputs.max_image_pixels``). Each of them stops training before its first step.
+``inputs.max_image_pixels``). Each of them stops training before its first step. ``suspect``: a JPEG
+that decodes but whose marker structure shows damaged bytes inside its image data (libjpeg only warns,
+and fills the rest with grey); reported, and training warns.
 
 Results are cached per image, keyed by path, size and mtime, so a second check of a large dataset
 only stats its files.
@@ -31,13 +33,13 @@ from gridyolo.files import cache_dir, write_json
 from gridyolo.inputs import check_image_pixels, require_regular_file
 
 FATAL = ("unreadable", "truncated", "corrupt", "size_mismatch", "too_large")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: suspect JPEGs
 
 
 @dataclass(frozen=True)
 class ImageProblem:
     file: str
-    kind: str  # unreadable | corrupt | truncated | size_mismatch
+    kind: str  # FATAL kinds, or suspect
     detail: str
 
     def to_dict(self) -> dict:
@@ -68,7 +70,51 @@ def inspect_image(path: str) -> tuple[int, int, str, str]:
         return width, height, "truncated", "PNG without its IEND chunk (the file was cut short)"
     if image is None:
         return 0, 0, "corrupt", "cannot be decoded" if data else "empty file"
+    if data[:2] == b"\xff\xd8" and (problem := jpeg_structure_problem(data)):
+        return width, height, "suspect", f"{problem}; it decodes, but part of it is probably grey"
     return width, height, "", ""
+
+
+# markers that may follow a scan's entropy-coded data: the next table, scan or the end (progressive and
+# multi-scan JPEGs); anything else there means bytes inside the image data were damaged
+_AFTER_SCAN = frozenset({0xC4, 0xCC, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)})
+
+
+def jpeg_structure_problem(data: bytes) -> str:
+    """What is wrong with a JPEG's marker structure (``""``: nothing). Damaged bytes inside the image data
+    usually show as a marker that cannot be there; libjpeg then only warns and fills the rest of the
+    image with grey, so a file that decodes, at its full size, can still be half an image."""
+    size, pos = len(data), 2
+    while pos < size:
+        if data[pos] != 0xFF:
+            return f"damaged image data: bytes where a marker belongs (offset {pos})"
+        while pos < size and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= size:
+            break
+        code, pos = data[pos], pos + 1
+        if code == 0xD9:
+            return ""
+        if 0xD0 <= code <= 0xD7 or code == 0x01:  # stand-alone markers
+            continue
+        if pos + 2 > size:
+            break
+        end = pos + int.from_bytes(data[pos : pos + 2], "big")
+        if end <= pos + 1 or end > size:
+            return f"damaged image data: a segment length that does not fit the file (offset {pos})"
+        pos = end
+        if code == 0xDA:  # a scan: entropy-coded bytes up to the next marker that is not RSTn or stuffing
+            scan = np.frombuffer(data, dtype=np.uint8, offset=pos)
+            ff = np.flatnonzero(scan[:-1] == 0xFF)
+            following = scan[ff + 1]
+            ends = ff[(following != 0x00) & (following != 0xFF) & ((following < 0xD0) | (following > 0xD7))]
+            if not len(ends):
+                break
+            marker = int(scan[ends[0] + 1])
+            if marker not in _AFTER_SCAN:
+                return f"damaged image data: marker 0xFF{marker:02X} inside the scan (offset {pos + int(ends[0])})"
+            pos += int(ends[0])
+    return ""  # a missing end marker is reported as truncated
 
 
 def _stat_key(path: str) -> list[int] | None:
