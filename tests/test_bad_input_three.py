@@ -240,3 +240,39 @@ def test_a_jpeg_with_damaged_bytes_inside_is_reported_as_suspect(bccd_root, tmp_
         assert ok and jpeg_structure_problem(encoded.tobytes()) == "", flags
     for path in [*bccd_root.glob("JPEGImages/*.jpg")][:100]:
         assert jpeg_structure_problem(path.read_bytes()) == "", path
+
+
+# -- sizes: bounded where they enter; list checks linear --
+BIG = [["summary", "--img-size", "100000"], ["summary", "--img-size", "4097"],
+       ["detect", "--weights", "w.ckpt", "--source", "x", "--batch", "10000000"]]
+
+
+@pytest.mark.parametrize("argv", BIG)
+def test_sizes_from_arguments_are_bounded_before_anything_is_allocated(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("4096" in err or "1024" in err), err
+
+
+def test_a_training_input_size_above_the_bound_is_one_line(bccd_root, tmp_path):
+    from train_helpers import tiny_bccd, tiny_config
+
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_bccd(tmp_path / "voc", count=2))
+    done = _train(tmp_path, config, "big", "--data.input_size", "100000")
+    assert done.returncode == 2 and "at most 4096 px" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_100k_line_class_list_is_checked_in_linear_time(tmp_path):
+    import time
+
+    from gridyolo.data.classes import parse_class_list
+    from gridyolo.errors import DatasetError
+
+    path = tmp_path / "names.txt"
+    path.write_text("".join(f"class{i}\n" for i in range(100_000)))
+    start = time.process_time()
+    assert len(parse_class_list(str(path))) == 100_000
+    path.write_text("".join(f"class{i}\n" for i in range(100_000)) + "class7\n")
+    with pytest.raises(DatasetError, match="class7 appear"):
+        parse_class_list(str(path))
+    assert time.process_time() - start < 5  # quadratic: minutes

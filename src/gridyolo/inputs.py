@@ -8,6 +8,8 @@ import argparse
 import math
 import os
 import stat
+from collections import Counter
+from collections.abc import Hashable, Iterable
 
 from gridyolo.errors import DatasetError, GridyoloError
 
@@ -69,11 +71,22 @@ def resolve_device(device: str) -> str:
     raise GridyoloError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
 
 
+def repeated(values: Iterable[Hashable]) -> list[str]:
+    """The values that occur more than once, as sorted text (linear: a 100k-line class list is instant)."""
+    return sorted(str(value) for value, count in Counter(values).items() if count > 1)
+
+
+MAX_BATCH = 1024  # images held in memory at once by detect / eval
+MAX_INPUT_SIZE = 4096  # px: a 4096 x 4096 input already needs gigabytes of activations on a CPU
+
+
 def check_input_size(size: int, stride: int, what: str = "--img-size") -> None:
     """Input sizes are positive multiples of the backbone's stride, so the feature map covers the
     whole input (other sizes shift the grid against the image and flip boxes between cells)."""
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise GridyoloError(f"{what} {size}: must be a positive number of pixels")
+    if size > MAX_INPUT_SIZE:
+        raise GridyoloError(f"{what} {size}: at most {MAX_INPUT_SIZE} px (activations grow with its square)")
     if size % stride:
         nearest = " or ".join(map(str, sorted({max(size // stride * stride, stride), (size // stride + 1) * stride})))
         raise GridyoloError(f"{what} {size}: must be a multiple of the backbone's stride {stride} (try {nearest})")
@@ -103,4 +116,20 @@ def positive_int(text: str) -> int:
     value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def image_size(text: str) -> int:
+    """A model input size in pixels: 1 to ``MAX_INPUT_SIZE`` (nothing is allocated from a larger one)."""
+    value = positive_int(text)
+    if value > MAX_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(f"{text} px is more than {MAX_INPUT_SIZE}, the largest input gridyolo builds")
+    return value
+
+
+def batch_size(text: str) -> int:
+    """Images per model call: 1 to ``MAX_BATCH`` (a batch of frames is held in memory)."""
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_BATCH} images per batch")
     return value

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from gridyolo import __version__
 from gridyolo.errors import GridyoloError, one_line
-from gridyolo.inputs import positive_int, unit_interval
+from gridyolo.inputs import batch_size, image_size, positive_int, unit_interval
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, nargs="+", help="dataset root (VOC: several roots concatenate)")
     evaluate.add_argument("--format", required=True, choices=("coco", "voc", "yolo"))
     evaluate.add_argument("--split", default=None)
-    evaluate.add_argument("--batch", type=positive_int, default=16)
+    evaluate.add_argument("--batch", type=batch_size, default=16)
     evaluate.add_argument("--conf", type=unit_interval, default=0.001, help="score threshold (low for mAP)")
     evaluate.add_argument("--iou", type=unit_interval, default=0.5, help="NMS IoU threshold")
     evaluate.add_argument("--max-det", type=positive_int, default=100)
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--conf", type=unit_interval, default=None,
                         help="score threshold (default: the model's F1-optimal one, else 0.25)")  # fmt: skip
     detect.add_argument("--iou", type=unit_interval, default=0.45, help="NMS IoU threshold")
-    detect.add_argument("--img-size", type=positive_int, default=None, help="model input size (default: training size)")
+    detect.add_argument("--img-size", type=image_size, default=None, help="model input size (default: training size)")
     detect.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     detect.add_argument(
         "--backend",
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "torch", "onnxruntime"),
         help="what runs the model; auto: ONNX Runtime on the CPU when it matches torch, else torch",
     )
-    detect.add_argument("--batch", type=positive_int, default=8, help="images or frames per model call")
+    detect.add_argument("--batch", type=batch_size, default=8, help="images or frames per model call")
     detect.add_argument("--save-json", action="store_true", help="write predictions.jsonl")
     detect.add_argument("--show", action="store_true", help="show results in a window (needs a GUI OpenCV)")
     detect.add_argument("--max-frames", type=positive_int, default=None, help="stop after N images or frames")
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--weights", default=None, help="training checkpoint (.ckpt)")
     export.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"))
-    export.add_argument("--img-size", type=positive_int, default=None, help="model input size (default: training size)")
+    export.add_argument("--img-size", type=image_size, default=None, help="model input size (default: training size)")
     export.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     export.add_argument("--info", default=None, metavar="FILE", help="print the metadata of an exported file")
     export.add_argument("--exist-ok", action="store_true", help="overwrite an existing --out file")
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--weights", default=None, help="describe exactly this checkpoint's model")
     summary.add_argument("--config", default=None, help="describe the model of this training config")
     summary.add_argument("--backbone", default=None, help="default: resnet18")
-    summary.add_argument("--img-size", type=positive_int, default=None, help="default: the model's, else 448")
+    summary.add_argument("--img-size", type=image_size, default=None, help="default: the model's, else 448")
     summary.add_argument("--grid", type=positive_int, default=None, help="S (default 7)")
     summary.add_argument("--boxes", type=positive_int, default=None, help="B (default 2)")
     summary.add_argument("--classes", type=positive_int, default=None, help="C (default 20)")

@@ -56,7 +56,8 @@ def carve_validation(
         members = groups[key]
         take = round(fraction * len(members))
         val += rng.permutation(members)[:take].tolist()
-    leftover = [i for i in rng.permutation(len(reader)).tolist() if i not in set(val)]
+    chosen = set(val)
+    leftover = [i for i in rng.permutation(len(reader)).tolist() if i not in chosen]
     val = (val + leftover[: max(0, wanted - len(val))])[:wanted]  # rounding per stratum: fix the total
     val_set = set(val)
     if len(val_set) == len(reader):

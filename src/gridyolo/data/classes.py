@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import yaml
 
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import require_regular_file
+from gridyolo.inputs import repeated, require_regular_file
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -60,9 +60,9 @@ def _names_from_file(path: str) -> list[str]:
 def _checked(names: list, source: str) -> list[str]:
     if not names or not all(isinstance(n, str) and n for n in names):
         raise DatasetError(f"class list {source}: every class needs a non-empty name")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise DatasetError(f"class list {source}: {', '.join(repeated)} appear(s) more than once")
+    repeated_names = repeated(names)
+    if repeated_names:
+        raise DatasetError(f"class list {source}: {', '.join(repeated_names)} appear(s) more than once")
     return names
 
 
@@ -84,7 +84,7 @@ def yaml_names(names: object, data_yaml: str) -> list[str]:
     if not all(isinstance(n, (str, int, float)) and not isinstance(n, bool) and str(n).strip() for n in names):
         raise DatasetError(f"{data_yaml}: every entry of 'names' must be a non-empty name")
     names = [str(n) for n in names]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise DatasetError(f"{data_yaml}: class name(s) {', '.join(repeated)} appear more than once in 'names'")
+    repeated_names = repeated(names)
+    if repeated_names:
+        raise DatasetError(f"{data_yaml}: class name(s) {', '.join(repeated_names)} appear more than once in 'names'")
     return names

@@ -12,7 +12,7 @@ import numpy as np
 from gridyolo.data.base import DetectionReader, check_root_exists, format_hint
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import require_regular_file
+from gridyolo.inputs import repeated, require_regular_file
 
 
 def load_json(path: str) -> dict:
@@ -144,9 +144,9 @@ def _categories(categories: list, path: str) -> list[tuple[int, str]]:
             raise DatasetError(f"{path}: category #{k} {cat!r:.80} needs an integer 'id' and a non-empty 'name'")
         out.append((int(cid), name))
     for what, values in (("id", [c for c, _ in out]), ("name", [n for _, n in out])):
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
-        if repeated:
-            raise DatasetError(f"{path}: category {what} {', '.join(repeated)} appears more than once")
+        twice = repeated(values)
+        if twice:
+            raise DatasetError(f"{path}: category {what} {', '.join(twice)} appears more than once")
     return sorted(out)
 
 

@@ -13,7 +13,7 @@ from gridyolo.data.classes import VOC_CLASSES, parse_class_list
 from gridyolo.data.images import IMAGE_SUFFIXES, read_image_size
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import require_regular_file
+from gridyolo.inputs import repeated, require_regular_file
 
 
 class VocReader(DetectionReader):
@@ -43,10 +43,10 @@ class VocReader(DetectionReader):
         if classes is None:
             classes = sorted({obj[0] for *_, objects in parsed for obj in objects})
         classes = list(classes)
-        repeated = sorted({n for n in classes if classes.count(n) > 1})
-        if repeated:
+        twice = repeated(classes)
+        if twice:
             raise DatasetError(
-                f"{self.name}: class name(s) {', '.join(repeated)} appear more than once in the class list"
+                f"{self.name}: class name(s) {', '.join(twice)} appear more than once in the class list"
             )
         self.notes = []
         self.info = DatasetInfo(class_names=tuple(classes), category_ids=tuple(range(1, len(classes) + 1)))

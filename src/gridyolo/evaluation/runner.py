@@ -20,7 +20,7 @@ from gridyolo.errors import GridyoloError
 from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco, is_coco
 from gridyolo.evaluation.voc_ap import best_f1_threshold, voc_ap
 from gridyolo.files import write_json
-from gridyolo.inputs import resolve_device
+from gridyolo.inputs import repeated, resolve_device
 
 
 def predict_reader(
@@ -52,11 +52,13 @@ def label_mapping(model_names: Sequence[str], info: DatasetInfo, source: str) ->
     """
     data_names = list(info.class_names)
     for names, what in ((list(model_names), source), (data_names, "the dataset")):
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise GridyoloError(f"{what} names class(es) {', '.join(repeated)} more than once")
-    missing = [n for n in model_names if n not in data_names]
-    extra = [n for n in data_names if n not in model_names]
+        twice = repeated(names)
+        if twice:
+            raise GridyoloError(f"{what} names class(es) {', '.join(twice)} more than once")
+    known = set(data_names)
+    missing = [n for n in model_names if n not in known]
+    model_set = set(model_names)
+    extra = [n for n in data_names if n not in model_set]
     if missing or extra:
         parts = [f"only the model has: {', '.join(missing[:8])}" if missing else "",
                  f"only the data has: {', '.join(extra[:8])}" if extra else ""]  # fmt: skip
@@ -64,7 +66,8 @@ def label_mapping(model_names: Sequence[str], info: DatasetInfo, source: str) ->
             f"{source}: its {len(model_names)} classes do not match the dataset's {len(data_names)}"
             f" ({'; '.join(p for p in parts if p)})"
         )
-    return np.array([data_names.index(n) for n in model_names], dtype=np.int64)
+    position = {name: i for i, name in enumerate(data_names)}
+    return np.array([position[n] for n in model_names], dtype=np.int64)
 
 
 def remap_labels(predictions: dict[int, dict], mapping: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
