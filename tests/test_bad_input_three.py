@@ -276,3 +276,43 @@ def test_a_100k_line_class_list_is_checked_in_linear_time(tmp_path):
     with pytest.raises(DatasetError, match="class7 appear"):
         parse_class_list(str(path))
     assert time.process_time() - start < 5  # quadratic: minutes
+
+
+# -- a Ctrl-C is never lost --
+def test_a_ctrl_c_that_something_swallowed_is_raised_again_at_the_next_batch():
+    import signal
+
+    from gridyolo.training.interrupts import CtrlC
+
+    ctrl_c = CtrlC()
+    ctrl_c.install()
+    try:
+        assert signal.getsignal(signal.SIGINT) == ctrl_c._handler
+        try:  # a library that clears whatever was raised while it ran
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+        except BaseException:  # noqa: BLE001 - the swallowing this guards against
+            pass
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.on_train_batch_start(None, None, None, 0)
+        ctrl_c.on_exception(None, None, KeyboardInterrupt())  # Lightning handled it: no more raising
+        ctrl_c.on_train_batch_start(None, None, None, 0)
+    finally:
+        ctrl_c.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_background_job_that_ignores_sigint_keeps_ignoring_it():
+    import signal
+
+    from gridyolo.training.interrupts import CtrlC
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctrl_c = CtrlC()
+        ctrl_c.install()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        ctrl_c.restore()
+    finally:
+        signal.signal(signal.SIGINT, previous)

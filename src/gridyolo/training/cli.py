@@ -28,6 +28,7 @@ from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.errors import GridyoloError
 from gridyolo.files import new_run_dir, write_json
 from gridyolo.training.callbacks import BestCheckpoint, RunStatus, RunSummary
+from gridyolo.training.interrupts import CtrlC
 from gridyolo.training.module import GridYoloModule
 from gridyolo.training.resume import refuse_changed_settings
 
@@ -71,6 +72,7 @@ class GridYoloCLI(LightningCLI):
         parser.link_arguments("data.category_ids", "model.category_ids", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        self.ctrl_c = CtrlC()
         resume = self.config.get("resume")
         self.resume_epochs_done = 0
         if resume is not None:
@@ -118,6 +120,7 @@ class GridYoloCLI(LightningCLI):
             ),
             RunSummary(self.run_dir),
             RunStatus(self.run_dir, self.config.get("resume"), self.resume_epochs_done),
+            self.ctrl_c,
         ]
         if trainer_config.get("enable_progress_bar", True) is not False:
             callbacks.append(ProgressBar())
@@ -188,6 +191,7 @@ def run_train(argv: Sequence[str]) -> int:
         del cli.resume_checkpoint  # Lightning reads it again for fit; do not hold two copies
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         _warn_if_the_grid_does_not_fit(cli.model, cli.datamodule)
+    cli.ctrl_c.install()
     try:
         cli.record_validation_split()
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("resume"))
@@ -197,6 +201,8 @@ def run_train(argv: Sequence[str]) -> int:
         if cli.trainer.state.status == TrainerStatus.INTERRUPTED:
             return 128 + signal.SIGINT
         raise
+    finally:
+        cli.ctrl_c.restore()
     return 0
 
 
