@@ -316,3 +316,19 @@ def test_a_background_job_that_ignores_sigint_keeps_ignoring_it():
         ctrl_c.restore()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_refused_training_run_leaves_no_project_folder(tmp_path):
+    project = tmp_path / "new" / "project"
+    done = subprocess_train(["--config", "configs/custom_cpu.yaml", "--data.root", str(tmp_path / "missing"),
+                             "--project", str(project)])  # fmt: skip
+    assert done.returncode == 2 and "dataset root does not exist" in done.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def subprocess_train(args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "gridyolo", "train", *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip

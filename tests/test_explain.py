@@ -45,6 +45,7 @@ def test_unknown_layer_and_bad_labels_are_one_line(tmp_path, bccd_root, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("gridyolo: error: unknown layer(s) nope; e.g. backbone.layers.")
     assert err[1] == f"gridyolo: error: {bad}:1: expected 'class cx cy w h', got '1 0.5 0.5'"
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()  # refused before any figure
 
 
 def test_labels_to_pixels_and_tiling(tmp_path):

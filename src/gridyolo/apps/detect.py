@@ -254,7 +254,9 @@ def run_detect(
     timer.totals["draw_write"] = outputs.ms
     seconds = time.perf_counter() - start
 
-    notes = info["notes"] + [f"skipped {path}: {reason.split(': ', 1)[-1]}" for path, reason in reader.skipped]
+    notes = list(info["notes"])
+    if reader.skipped:  # each was printed when it was met; the summary counts them once
+        notes.append(f"skipped {len(reader.skipped)} unreadable file(s) (each named above)")
     if resolved.kind == "video" and expected and reader.decoded < expected and max_frames is None:
         notes.append(f"{resolved.spec}: video ended early: decoded {reader.decoded} of {expected} frames, kept them")
     if written == 0:
@@ -270,6 +272,7 @@ def run_detect(
         "device": device, "backend": info["backend"], "warnings": notes, "conf_threshold": conf_threshold,
         "boxes_per_class": dict(found.most_common()), "peak_score": round(peak, 5),
         "conf_source": info["conf_source"],
+        "skipped": [{"file": path, "reason": reason.split(": ", 1)[-1]} for path, reason in reader.skipped],
     }  # fmt: skip
 
 

@@ -91,6 +91,10 @@ def explain(
     unknown = [n for n in layers if n not in modules]
     if unknown:
         raise GridyoloError(f"unknown layer(s) {', '.join(unknown)}; e.g. {', '.join(default_layers(model.detector))}")
+    if labels:  # read (and refused) before the first figure is written
+        if not os.path.isfile(labels):
+            raise GridyoloError(f"{labels}: labels file not found")
+        gt_boxes, gt_labels = read_labels(labels, image.shape[1], image.shape[0], len(names))
     captured: dict[str, torch.Tensor] = {}
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, o)) for n in layers]
     batch, params, _ = model.preprocess([torch.from_numpy(image).permute(2, 0, 1)])
@@ -139,9 +143,6 @@ def explain(
     written.append(_save(fig, out_dir / "boxes.png"))
 
     if labels:
-        if not os.path.isfile(labels):
-            raise GridyoloError(f"{labels}: labels file not found")
-        gt_boxes, gt_labels = read_labels(labels, image.shape[1], image.shape[0], len(names))
         gt_in = boxes_to_input(gt_boxes, params[0].numpy())
         t_boxes = torch.from_numpy(gt_in / size).float()
         cells = assign_cells(t_boxes, torch.from_numpy(gt_labels), torch.zeros(len(gt_labels), dtype=torch.long), s)

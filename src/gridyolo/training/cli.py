@@ -87,7 +87,10 @@ class GridYoloCLI(LightningCLI):
         if inherited and int(os.environ.get("LOCAL_RANK", "0")) > 0:
             self.run_dir = Path(inherited)
         else:
-            self.run_dir = new_run_dir(self.config["project"], self.config["name"], self.config["exist_ok"])
+            project = Path(self.config["project"])
+            # the folders this run creates above its own: a refused run removes them again
+            _CREATED_ABOVE[:] = [p for p in (project, *project.parents) if not p.exists()]
+            self.run_dir = new_run_dir(project, self.config["name"], self.config["exist_ok"])
             os.environ[RUN_DIR_ENV] = str(self.run_dir)
 
     def record_validation_split(self) -> None:
@@ -226,8 +229,14 @@ def _refuse_a_resume_with_nothing_left(resume: str, done: int, max_epochs: int |
                             f"nothing left to train; give --trainer.max_epochs {done + 1} or more")  # fmt: skip
 
 
+_CREATED_ABOVE: list[Path] = []  # project folders (innermost first) that did not exist before this run
+
+
 def _remove_empty_run_dir() -> None:
+    """A refused run leaves nothing: its run directory, and the project folders it created, if empty."""
     run_dir = os.environ.get(RUN_DIR_ENV)
     if run_dir and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         with contextlib.suppress(OSError):  # not empty, or gone: keep whatever is there
             os.rmdir(run_dir)
+            for folder in _CREATED_ABOVE:
+                os.rmdir(folder)
