@@ -223,3 +223,47 @@ def test_argument_layer_any_input(command, extra, capsys):
     for name in ("img_size", "batch", "max_frames", "max_det", "grid", "boxes", "workers"):
         value = getattr(args, name, None)
         assert value is None or (isinstance(value, int) and value >= 1), (name, value)
+
+
+@SETTINGS
+@given(value=json_values, entry=st.dictionaries(st.sampled_from(["image_id", "category_id", "bbox", "score"]),
+                                                json_values, max_size=4))  # fmt: skip
+def test_predictions_json_any_structure(workdir, value, entry):
+    """Any JSON as a predictions file: one ``GridyoloError`` line, or results that pycocotools can take."""
+    from gridyolo.errors import GridyoloError
+    from gridyolo.evaluation.predictions import load_predictions
+
+    root = _fresh(workdir, "predictions")
+    coco = _coco_skeleton()
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_x.json").write_text(json.dumps(coco))
+    (root / "x").mkdir()
+    cv2.imwrite(str(root / "x" / "a.jpg"), np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+    reader = build_reader(str(root), "coco", "x")
+    for data in (value, [entry], [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5, **entry}]):
+        path = root / "predictions.json"
+        path.write_text(json.dumps(data))
+        try:
+            results, predictions, _ = load_predictions(str(path), reader)
+        except GridyoloError as exc:
+            assert str(exc) and "\n" not in str(exc).strip()
+            continue
+        for row in results:
+            assert all(np.isfinite(row["bbox"])) and np.isfinite(row["score"]) and row["image_id"] == 1
+
+
+@SETTINGS
+@given(text=st.text(max_size=300), names=st.lists(st.text(max_size=6), max_size=8))
+def test_class_list_any_text(workdir, text, names):
+    """A class list file or value: one ``DatasetError`` line, or distinct non-empty names."""
+    from gridyolo.data.classes import parse_class_list
+
+    path = _fresh(workdir, "classes") / "names.txt"
+    path.write_text(text, encoding="utf-8")
+    for value in (str(path), names, ",".join(names)):
+        try:
+            parsed = parse_class_list(value)
+        except DatasetError as exc:
+            assert str(exc) and "\n" not in str(exc).strip()
+            continue
+        assert parsed and len(set(parsed)) == len(parsed) and all(isinstance(n, str) and n for n in parsed)

@@ -36,7 +36,7 @@ def parse_class_list(value: Sequence[str] | str | None) -> list[str] | None:
         names = [name.strip() if isinstance(name, str) else name for name in value]
     else:
         raise DatasetError(f"class list {value!r:.60}: expected names, a comma-separated string or a file")
-    return _checked(names, repr(value) if not isinstance(value, str) else value)
+    return _checked(names, _shown(value))
 
 
 def _names_from_file(path: str) -> list[str]:
@@ -57,12 +57,18 @@ def _names_from_file(path: str) -> list[str]:
     return _checked(names, path)
 
 
+def _shown(value) -> str:
+    """A value as one printable line (a name with a newline in it must not break the error line)."""
+    return value if isinstance(value, str) and value.isprintable() else f"{value!r:.80}"
+
+
 def _checked(names: list, source: str) -> list[str]:
     if not names or not all(isinstance(n, str) and n for n in names):
         raise DatasetError(f"class list {source}: every class needs a non-empty name")
     repeated_names = repeated(names)
     if repeated_names:
-        raise DatasetError(f"class list {source}: {', '.join(repeated_names)} appear(s) more than once")
+        shown = ", ".join(_shown(n) for n in repeated_names[:10])
+        raise DatasetError(f"class list {source}: {shown} appear(s) more than once")
     return names
 
 

@@ -73,7 +73,7 @@ def _load_coco_results(path: str, reader: DetectionReader) -> tuple[list[dict], 
             raise GridyoloError(f"{where}: image_id must be an integer, got {image_id!r:.40}")
         if image_id not in image_ids:
             raise GridyoloError(f"{where}: image_id {image_id} is not an image of {reader.name}")
-        if isinstance(category_id, bool) or category_id not in label_of:
+        if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in label_of:
             known = ", ".join(map(str, reader.info.category_ids[:12]))
             raise GridyoloError(
                 f"{where}: category_id {category_id!r:.40} is not a category of {reader.name} (its ids: {known}"
