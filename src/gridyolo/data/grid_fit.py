@@ -79,8 +79,10 @@ def grid_report(
 
 def _recommend(candidates: list[dict], object_size: dict, stride: int) -> dict:
     """The smallest grid where ``OWN_CELL_TARGET`` of the objects own a cell (coarse grids train faster
-    and see more context per cell), with the smallest fitting input in the CPU range whose small objects
-    (10th percentile of the shorter side) still span a feature-map cell."""
+    and find more of the large objects: AP50), with the smallest fitting input in the CPU range whose small
+    objects (10th percentile of the shorter side) still span a feature-map cell; and, as the alternative
+    for tighter boxes, the grid of the feature map itself at that input (``fine_grid_size``: higher AP75
+    where measured, BENCHMARKS.md)."""
     good = [c for c in candidates if c["owning_cell"] >= OWN_CELL_TARGET and c["input_sizes"]]
     choice = good[0] if good else max(candidates, key=lambda c: c["owning_cell"])
     small = object_size.get("shorter_side", {}).get("p10", 1.0)
@@ -91,7 +93,11 @@ def _recommend(candidates: list[dict], object_size: dict, stride: int) -> dict:
     why = (f"{choice['owning_cell']:.1%} of objects own a cell at S={choice['grid_size']}"
            + ("" if good else f" (no grid reaches {OWN_CELL_TARGET:.0%})")
            + f"; small objects (10th percentile) span {small * size:.0f} px at {size} px, stride {stride}")  # fmt: skip
-    return {"grid_size": choice["grid_size"], "input_size": size, "feature_map": size // stride, "why": why}
+    fine = size // stride  # one cell per feature-map position: boxes regressed from unpooled features
+    fine_why = ("the grid the feature map gives, one cell per position: tighter boxes (AP75, mAP) for fewer found "
+                "(AP50) on large objects; the finest grid won on bccd (BENCHMARKS.md, 'Which grid')")  # fmt: skip
+    return {"grid_size": choice["grid_size"], "input_size": size, "feature_map": fine, "why": why,
+            "fine_grid_size": fine if fine > choice["grid_size"] else None, "fine_why": fine_why}  # fmt: skip
 
 
 def grid_warnings(records: Sequence[ImageRecord], grid_size: int, input_size: int, stride: int,
