@@ -8,6 +8,8 @@ and a whole CPU training run's CPU-seconds per training image.
 
 from __future__ import annotations
 
+import os
+import statistics
 import subprocess
 import sys
 import time
@@ -154,7 +156,7 @@ WHOLE_RUN = [  # configs/custom_cpu.yaml as a user would run it, on bccd at 256 
 ]  # fmt: skip
 
 
-def whole_run(epochs: int, extra: list[str], profile: bool = False) -> dict:
+def whole_run(epochs: int, extra: list[str], profile: bool = False, keep_freed_memory: bool = True) -> dict:
     """CPU-seconds (process + loader workers, start to exit) of one ``gridyolo train`` run, per training
     image seen (epochs × training images): what a CPU user pays for an epoch of their data."""
     import json
@@ -166,8 +168,9 @@ def whole_run(epochs: int, extra: list[str], profile: bool = False) -> dict:
                "--project", project, "--name", "run", "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
         if profile:
             cmd += ["--trainer.profiler", "simple"]
+        env = {**os.environ, "GRIDYOLO_KEEP_FREED_MEMORY": "1" if keep_freed_memory else "0"}
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
         after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(done.stderr[-2000:])
@@ -178,7 +181,8 @@ def whole_run(epochs: int, extra: list[str], profile: bool = False) -> dict:
         print(done.stdout[-6000:])
     images = epochs * train_images
     return {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "epochs": epochs, "train_images": train_images,
-            "cpu_s_per_image": round(cpu / images, 4), "extra": " ".join(extra)}  # fmt: skip
+            "cpu_s_per_image": round(cpu / images, 4), "extra": " ".join(extra),
+            "keep_freed_memory": keep_freed_memory}  # fmt: skip
 
 
 def main() -> None:
@@ -189,7 +193,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--profile", action="store_true", help="print Lightning's simple profiler table")
     parser.add_argument("extra", nargs="*", help="more gridyolo train arguments (after --)")
+    parser.add_argument("--rounds", type=int, default=1, help="whole runs side by side: malloc as is, then "
+                        "gridyolo.allocator (GRIDYOLO_KEEP_FREED_MEMORY=0 / 1), this many times each")
     args = parser.parse_args()
+    if args.whole_run and args.rounds > 1:
+        pairs = [(whole_run(args.epochs, args.extra, keep_freed_memory=False),
+                  whole_run(args.epochs, args.extra)) for _ in range(args.rounds)]  # fmt: skip
+        for before, after in pairs:
+            print("malloc as is", before, "\nkeep freed memory", after)
+        before = round(statistics.median(p[0]["cpu_s_per_image"] for p in pairs), 4)
+        after = round(statistics.median(p[1]["cpu_s_per_image"] for p in pairs), 4)
+        record("train_cpu_s_per_image", after, f"python benchmarks/bench_train.py --whole-run --epochs {args.epochs} "
+               f"--rounds {args.rounds}", before=before, ratio=round(after / before, 3), runs=pairs,
+               machine_note="quiet machine: nothing else running; pairs side by side in one run")  # fmt: skip
+        return
     if args.whole_run:
         row = whole_run(args.epochs, args.extra, args.profile)
         print(row)
