@@ -63,7 +63,8 @@ def test_data_check_recommends_a_grid_that_fits(bccd_root, capsys):
     out = capsys.readouterr().out
     assert f"recommended: grid_size {rec['grid_size']}, input_size {rec['input_size']}" in out
     assert rec["fine_grid_size"] == rec["input_size"] // 16 > rec["grid_size"]  # the feature map's own grid
-    assert f"for tighter boxes: grid_size {rec['fine_grid_size']} at the same input" in out
+    assert f"for tighter boxes: grid_size {rec['fine_grid_size']} at the same input: one cell per" in out
+    assert "--model.ignore_iou 0.5" in out
     assert "object size sqrt(area) / input" in out
     # training's warnings: a grid the feature map does not divide into, and objects that lose their cell
     notes = grid_warnings(reader.records, grid_size=3, input_size=320, stride=16)

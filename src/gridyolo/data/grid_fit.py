@@ -94,8 +94,11 @@ def _recommend(candidates: list[dict], object_size: dict, stride: int) -> dict:
            + ("" if good else f" (no grid reaches {OWN_CELL_TARGET:.0%})")
            + f"; small objects (10th percentile) span {small * size:.0f} px at {size} px, stride {stride}")  # fmt: skip
     fine = size // stride  # one cell per feature-map position: boxes regressed from unpooled features
-    fine_why = ("the grid the feature map gives, one cell per position: tighter boxes (AP75, mAP) for fewer found "
-                "(AP50) on large objects; the finest grid won on bccd (BENCHMARKS.md, 'Which grid')")  # fmt: skip
+    fine_why = ("one cell per feature-map position, with --model.ignore_iou 0.5 --model.assign all_predictors "
+                "--model.box_loss sse+ciou --model.conf_loss bce --model.class_loss ce (neighbouring cells "
+                "see a large object too; YOLOv1's loss pushes their boxes to 0, YOLOv2's ignore rule spares "
+                "them): on large objects it found and fitted best, on small ones the finest grid won "
+                "(BENCHMARKS.md, 'Which grid')")  # fmt: skip
     return {"grid_size": choice["grid_size"], "input_size": size, "feature_map": fine, "why": why,
             "fine_grid_size": fine if fine > choice["grid_size"] else None, "fine_why": fine_why}  # fmt: skip
 
