@@ -12,7 +12,7 @@ import gridyolo
 
 PACKAGE = Path(gridyolo.__file__).parent
 # bottom to top (docs/ARCHITECTURE.md); a module may import its own layer and the layers below it
-LAYERS = [("errors", "inputs", "files"), ("core",), ("models",), ("data",), ("deploy",), ("evaluation",),
+LAYERS = [("errors", "inputs", "files", "allocator"), ("core",), ("models",), ("data",), ("deploy",), ("evaluation",),
           ("training",), ("apps", "__main__")]  # fmt: skip
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

@@ -17,7 +17,7 @@ from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import ImageRecord
 from gridyolo.deploy.checkpoint import load_checkpoint
 from gridyolo.errors import DatasetError
-from gridyolo.evaluation.voc_ap import best_f1_threshold
+from gridyolo.evaluation.voc_ap import best_f1_threshold, threshold_text
 from train_helpers import tiny_bccd, tiny_config, write_checkpoint
 
 CLASSES = ["RBC", "WBC", "Platelets"]
@@ -106,7 +106,7 @@ def test_a_briefly_trained_model_detects_with_default_settings(overfit_run, tmp_
         assert main(["detect", "--weights", str(weights), "--source", str(images), "--out", str(tmp_path / name),
                      "--quiet", "--save-json"]) == 0  # fmt: skip
         out = capsys.readouterr().out
-        assert f"at --conf {stored:g} (the model's F1-optimal threshold)" in out, out
+        assert f"at --conf {threshold_text(stored)} (the model's F1-optimal threshold)" in out, out
         records = [json.loads(line) for line in (tmp_path / name / "predictions.jsonl").read_text().splitlines()]
         assert len(records) == 4 and all(len(r["boxes"]) > 0 for r in records)  # objects on every image
         assert min(s for r in records for s in r["scores"]) >= stored - 1e-6

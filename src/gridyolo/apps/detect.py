@@ -219,7 +219,8 @@ def run_detect(
     bar = tqdm(total=expected or len(resolved.paths) or None, unit="frame" if capture else "img",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
     prefetch = min(max(2 * batch_size, 8), 64)  # frames decoded ahead: bounded whatever --batch is
-    reader = FrameReader(resolved, capture, prefetch=prefetch, max_frames=max_frames, warn=tqdm.write)
+    reader = FrameReader(resolved, capture, prefetch=prefetch, max_frames=max_frames,
+                         warn=lambda message: tqdm.write(message, file=sys.stderr))  # above a progress bar
     timer = StageTimer()
     outputs = _Outputs(writer, (height, width) if writer is not None else None, class_names, _Display(show))
     jsonl = open(out_dir / "predictions.jsonl", "w", encoding="utf-8") if save_json else None  # noqa: SIM115
