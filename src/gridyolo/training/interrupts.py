@@ -1,12 +1,12 @@
-"""A Ctrl-C that no library can swallow.
+"""A Ctrl-C that is never lost and never breaks what it interrupts.
 
-Python raises ``KeyboardInterrupt`` wherever the main thread happens to be when SIGINT arrives. Some
-places clear any pending exception, KeyboardInterrupt included (a C extension that calls
-``PyObject_HasAttr`` or ``PyDict_GetItem`` on an object whose Python ``__getattr__`` / ``__eq__`` was
-running, an ``except BaseException`` in a library), and then the run trains on as if nothing was
-pressed. ``CtrlC`` remembers the request: the handler raises as Python's own does, and every batch
-boundary raises it again until Lightning has handled it, so a request is never lost, only delayed to
-the next step at most.
+Python's own handler raises ``KeyboardInterrupt`` wherever the main thread happens to be when SIGINT
+arrives: inside a library that clears pending exceptions (a C extension calling ``PyObject_HasAttr`` or
+``PyDict_GetItem`` while a Python ``__getattr__`` / ``__eq__`` runs, an ``except BaseException``), the
+interrupt is lost and the run trains on; inside code that holds a lock or a queue's count (a logger's
+writer thread, a checkpoint write), the process can hang at shutdown. During ``fit``, ``CtrlC`` only
+records the request, and raises ``KeyboardInterrupt`` at the next batch, epoch or validation boundary,
+where Lightning handles it cleanly. A second Ctrl-C raises at once (for a step that never ends).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import lightning as L
 
 
 class CtrlC(L.Callback):
-    """Installs its SIGINT handler for ``fit`` (``install`` / ``restore``) and re-raises a request
-    that was swallowed at the next batch boundary."""
+    """Installs its SIGINT handler for ``fit`` (``install`` / ``restore``); a request is raised as
+    ``KeyboardInterrupt`` at the next batch, epoch or validation boundary."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -43,8 +43,9 @@ class CtrlC(L.Callback):
             self._installed = False
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-        raise KeyboardInterrupt
+        if self.requested:  # the second Ctrl-C: now
+            raise KeyboardInterrupt
+        self.requested = True  # raised at the next boundary (_raise_if_requested)
 
     def _raise_if_requested(self, *args: Any) -> None:
         if self.requested:
