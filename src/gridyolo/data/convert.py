@@ -268,7 +268,8 @@ def _write_yolo(reader: DetectionReader, out: str, split: str, names: list[str],
 
 
 def _update_data_yaml(path: str, split: str, class_names: list[str]) -> None:
-    _check_data_yaml(path, class_names)
+    """Add ``split`` to ``data.yaml`` (``convert_dataset`` checked it with ``_check_data_yaml`` before
+    the first file was written)."""
     config: dict = {}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
