@@ -89,7 +89,7 @@ def test_export_bad_inputs_are_one_line(tmp_path, capsys):
     assert main(["export", "--info", str(not_ts)]) == 2
     assert main(["export", "--weights", str(tmp_path / "missing.ckpt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"gridyolo: error: {not_ts}: not a weights file (a training checkpoint, a TorchScript or an ONNX file)",  # noqa: E501
+    assert err == [f"gridyolo: error: {not_ts}: not a weights file (a training checkpoint, a TorchScript, .pt2 or ONNX file)",  # noqa: E501
                    f"gridyolo: error: {tmp_path / 'missing.ckpt'}: weights file not found"]  # fmt: skip
 
 

@@ -52,15 +52,18 @@ def test_every_module_sits_in_a_layer_and_imports_point_down():
 
 
 def test_the_detect_and_eval_path_imports_no_training_stack():
-    """What ``gridyolo detect`` and ``gridyolo eval`` import (checked in a fresh interpreter)."""
+    """What ``gridyolo detect`` and ``gridyolo eval`` import before they open weights (checked in a fresh
+    interpreter): not even torch, so that an ``.onnx`` file runs on the torch-free runtime install
+    (``test_torch_free.py`` runs it with torch refused)."""
     code = (
         "import sys, json\n"
         "import gridyolo.apps.cli, gridyolo.apps.detect, gridyolo.evaluation.runner, gridyolo.deploy.predictor\n"
+        "import gridyolo.deploy.onnx_runner, gridyolo.evaluation.predictions\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     loaded = set(json.loads(done.stdout))
-    assert "gridyolo" in loaded and "torch" in loaded  # the check itself works
-    for heavy in ("lightning", "pytorch_lightning", "albumentations", "jsonargparse", "onnx", "onnxruntime",
-                  "matplotlib", "tensorboard"):  # fmt: skip
+    assert "gridyolo" in loaded and "cv2" in loaded  # the check itself works
+    for heavy in ("torch", "torchvision", "lightning", "pytorch_lightning", "albumentations", "jsonargparse", "onnx",
+                  "onnxruntime", "matplotlib", "tensorboard"):  # fmt: skip
         assert heavy not in loaded, f"the detect/eval path imports {heavy}"

@@ -49,7 +49,7 @@ def _records(folder):
 
 def _assert_same_detections(a, b):
     """Same detections per image up to float noise (the random model's scores can tie to 1e-7, so the
-    order of near-equal scores may differ): each box of one has a box of the same label within 1e-3 px."""
+    order of near-equal scores may differ): each box of one has a box of the same label within 1.5e-3 px."""
     assert sum(len(r["boxes"]) for r in a) > 10
     for x, y in zip(a, b, strict=True):
         assert x["source"] == y["source"] and sorted(x["labels"]) == sorted(y["labels"])
@@ -57,7 +57,7 @@ def _assert_same_detections(a, b):
             continue
         gap = np.abs(np.asarray(x["boxes"])[:, None, :] - np.asarray(y["boxes"])[None, :, :]).max(-1)
         gap[np.asarray(x["labels"])[:, None] != np.asarray(y["labels"])[None, :]] = np.inf
-        assert gap.min(axis=1).max() <= 1e-3
+        assert gap.min(axis=1).max() <= 1.5e-3  # records hold 3 decimals: one rounding step apart at most
 
 
 def test_cpu_default_is_onnxruntime_with_torch_detections(checkpoint, images, tmp_path):
@@ -88,7 +88,8 @@ def test_onnx_file_as_weights_gives_the_same_records(checkpoint, images, tmp_pat
     a = run_detect(str(onnx_file), str(images), str(tmp_path / "a"), device="cpu", save_json=True, progress=False)
     b = run_detect(str(checkpoint), str(images), str(tmp_path / "b"), device="cpu", save_json=True, progress=False)
     assert a["backend"] == b["backend"] == "onnxruntime"
-    assert _records(tmp_path / "a") == _records(tmp_path / "b")  # the same graph, the same numbers
+    # the same graph; the decode around it is numpy for the file, torch for the checkpoint: rounding apart
+    _assert_same_detections(_records(tmp_path / "a"), _records(tmp_path / "b"))
     assert export_info(str(onnx_file))["class_names"] == NAMES and export_info(str(onnx_file))["input_size"] == 224
     with pytest.raises(GridyoloError, match="exported for 224 px input"):
         load_predictor(str(onnx_file), img_size=320)
@@ -117,12 +118,12 @@ def test_mismatch_or_failed_export_falls_back_to_torch(checkpoint, tmp_path, mon
 def test_a_cache_hit_reads_neither_the_checkpoint_nor_the_eager_model(checkpoint, monkeypatch):
     load_predictor(str(checkpoint))  # exports and checks
     from gridyolo.deploy import checkpoint as checkpoint_module
-    from gridyolo.deploy import export, predictor
+    from gridyolo.deploy import export, torch_predictor
 
     def refuse(*args, **kwargs):
         raise AssertionError("read the checkpoint or built the eager model on a cache hit")
 
-    for module, name in ((checkpoint_module, "load_checkpoint"), (predictor, "load_checkpoint"),
+    for module, name in ((checkpoint_module, "load_checkpoint"), (torch_predictor, "load_checkpoint"),
                          (ort_backend, "inference_from_checkpoint"), (export, "detector_from_checkpoint")):  # fmt: skip
         monkeypatch.setattr(module, name, refuse)
     model = load_predictor(str(checkpoint))
@@ -132,7 +133,7 @@ def test_a_cache_hit_reads_neither_the_checkpoint_nor_the_eager_model(checkpoint
 @pytest.mark.parametrize(
     ("make", "backend", "message"),
     [("garbage", "auto", "not an ONNX model onnxruntime can load"),
-     ("text", "auto", "not a weights file (a training checkpoint, a TorchScript or an ONNX file)"),
+     ("text", "auto", "not a weights file (a training checkpoint, a TorchScript, .pt2 or ONNX file)"),
      ("torchscript", "onnxruntime", "a TorchScript file runs with torch"),
      ("onnx", "torch", "an ONNX file runs with --backend onnxruntime")],
 )  # fmt: skip

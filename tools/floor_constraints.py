@@ -1,10 +1,10 @@
-"""Print pip constraints that pin every dependency of pyproject.toml (and the dev extra) to its floor,
+"""Print pip constraints that pin every dependency of pyproject.toml (and the torch and dev extras) to its floor,
 for ``make test-min``: the lowest versions the project allows must really work.
 
 torch and torchvision stay as installed: this workplace's machines hold one local build of each and
 reach no other (a floor of torch is checked by guarded calls, not by this run).
 
-    python tools/floor_constraints.py > /tmp/floors.txt && pip install -e ".[dev]" -c /tmp/floors.txt
+    python tools/floor_constraints.py > /tmp/floors.txt && pip install -e ".[torch,dev]" -c /tmp/floors.txt
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ KEEP_INSTALLED = {"torch", "torchvision"}
 
 def floors(pyproject: Path) -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    requirements = project["dependencies"] + extras["torch"] + extras["dev"]
     pins = []
     for requirement in requirements:
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)", requirement.strip())

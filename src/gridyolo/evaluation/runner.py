@@ -1,36 +1,62 @@
-"""``gridyolo eval``: a checkpoint's detections on a dataset split, scored by COCO (and VOC) metrics."""
+"""``gridyolo eval``: a checkpoint's detections on a dataset split, scored by COCO (and VOC) metrics.
+
+No torch at import: an ``.onnx`` file is evaluated with ONNX Runtime, OpenCV and numpy only
+(``predict_reader`` picks the loop that fits the predictor)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
-from gridyolo.data.dataset import DetectionDataset, collate_detections
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
-from gridyolo.deploy.checkpoint import resolve_conf_threshold, weights_format
-from gridyolo.deploy.predictor import Predictor, load_predictor
+from gridyolo.deploy.formats import resolve_conf_threshold, weights_format
+from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco, is_coco
 from gridyolo.evaluation.voc_ap import best_f1_threshold, voc_ap
 from gridyolo.files import write_json
-from gridyolo.inputs import repeated, resolve_device
+from gridyolo.inputs import repeated
 
 
-def predict_reader(
-    predictor: Predictor, reader: DetectionReader, batch_size: int = 16, num_workers: int = 0
-) -> dict[int, dict[str, torch.Tensor]]:
+def predict_reader(predictor: Any, reader: DetectionReader, batch_size: int = 16, num_workers: int = 0) -> dict:
     """``{image_id: {boxes xyxy original px, scores, labels}}`` for every image of ``reader``.
 
-    Images are letterboxed by ``EvalTransform`` (OpenCV, as in training's validation) whatever runs the
-    model, so a checkpoint and its exports see the same input; the predictor's thresholds apply.
+    What is scored is what the weights file runs: a checkpoint reads through validation's own loader
+    (a ``DataLoader`` of ``EvalTransform``: the OpenCV letterbox), so eval reproduces validation; an
+    exported file goes through its predictor's own stages on the decoded images: an ONNX file's
+    OpenCV letterbox and numpy decode (no torch), a TorchScript file's own ``preprocess`` (torch's
+    resize), network and decode, exactly what its ``forward`` runs. The predictor's thresholds apply.
     """
+    if predictor.info["format"] == "checkpoint":
+        return _predict_reader_torch(predictor, reader, batch_size, num_workers)
+    return _predict_reader_stages(predictor, reader, batch_size)
+
+
+def _predict_reader_stages(predictor: Any, reader: DetectionReader, batch_size: int) -> dict:
+    predictions = {}
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(reader), batch_size):
+            samples = list(pool.map(reader.__getitem__, range(start, min(start + batch_size, len(reader)))))
+            batch, params, sizes = predictor.preprocess_arrays([sample.image for sample in samples])
+            detections = predictor.postprocess(predictor.predict_raw(batch), params, sizes)
+            for sample, det in zip(samples, detections):
+                predictions[int(sample.image_id)] = {k: v.cpu() if hasattr(v, "cpu") else v for k, v in det.items()}
+    return predictions
+
+
+def _predict_reader_torch(predictor: Any, reader: DetectionReader, batch_size: int, num_workers: int) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from gridyolo.core.letterbox import EvalTransform
+    from gridyolo.data.dataset import DetectionDataset, collate_detections
+
     transform = EvalTransform(predictor.input_size, predictor.info["resize_mode"])
     loader = DataLoader(DetectionDataset(reader, transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_detections)  # fmt: skip
@@ -176,7 +202,6 @@ def evaluate_weights(
     The model's labels are matched to the dataset's by class name, so a model trained on COCO json,
     VOC xml or YOLO txt scores the same on the same images in any of the three formats.
     """
-    device = resolve_device(device)
     check_outputs_free(save_json, plots_dir, exist_ok)
     if model_backend is None:
         model_backend = "torch" if weights_format(weights) == "checkpoint" else "auto"

@@ -1,0 +1,166 @@
+"""The torch side of ``predictor.load_predictor``: a checkpoint (eager, or its ONNX Runtime export) or a
+TorchScript file, as a ``Predictor``. Imported only when such a file is opened, so that an ``.onnx`` file
+runs without torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridyolo.core.decode import peak_scores
+from gridyolo.core.letterbox import letterbox
+from gridyolo.deploy import ort_backend
+from gridyolo.deploy.checkpoint import load_checkpoint, resolve_conf_threshold
+from gridyolo.deploy.export import inference_from_checkpoint, load_torchscript
+from gridyolo.errors import GridyoloError
+from gridyolo.inputs import check_input_size
+from gridyolo.models import backbone_stride, check_head_input_size
+
+
+class Predictor:
+    """A loaded model with torchvision's detection calling convention.
+
+    ``predictor(images)``: a list of ``uint8`` RGB ``[3, H, W]`` tensors of any sizes -> one dict per
+    image with ``boxes`` ``[K, 4]`` (xyxy, original-image pixels), ``scores`` ``[K]`` and ``labels``
+    ``[K]`` (int64, indices into ``class_names``). The three stages are exposed for callers that batch
+    or time them: ``preprocess`` (images -> ``uint8 [N, 3, size, size]`` batch, letterbox params
+    ``[N, 4]``, original sizes ``[N, 2]``; ``preprocess_arrays`` for HWC numpy images), ``predict_raw``
+    (batch -> raw grid ``[N, S, S, B*5 + C]``)
+    and ``postprocess`` (decode + NMS, see ``core.decode.decode_grid``).
+
+    ``info``: the model's metadata (``class_names``, ``input_size``, ``resize_mode``, ``num_boxes``,
+    ``backbone``, ...), plus ``format`` (``checkpoint`` / ``torchscript`` / ``onnx``), ``backend`` (what
+    runs the model stage), ``device``, ``notes`` (why a faster path was not taken), the thresholds in
+    force, ``model_conf_threshold`` (the model's own, ``None`` if it has none) and ``conf_source``;
+    ``epoch`` for a checkpoint run by torch.
+    """
+
+    def __init__(self, model: Any, info: dict[str, Any]) -> None:
+        self.model = model
+        self.info = info
+        self.device = torch.device(info["device"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info["class_names"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.info["input_size"])
+
+    @property
+    def num_boxes(self) -> int:
+        return int(self.info["num_boxes"])
+
+    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """``uint8 [3, H, W]`` RGB tensors -> see ``preprocess_arrays``."""
+        for image in images:
+            if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+                raise ValueError("each image must be a uint8 RGB tensor of shape [3, H, W]")
+        return self.preprocess_arrays([image.permute(1, 2, 0).numpy() for image in images])
+
+    def preprocess_arrays(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor, Tensor]:
+        """``uint8 [H, W, 3]`` RGB arrays -> ``(batch uint8 [N, 3, size, size]`` (channels-last memory),
+        letterbox params ``[N, 4]``, original sizes ``[N, 2]`` = (height, width)).
+
+        A TorchScript file resizes with its own ``preprocess`` (torch's bilinear), so that detect and
+        eval run exactly what ships; a checkpoint with the OpenCV letterbox of training and validation."""
+        if self.info["format"] == "torchscript":
+            tensors = [torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) for image in images]
+            with torch.inference_mode():
+                return self.model.preprocess(tensors)
+        pairs = [letterbox(np.ascontiguousarray(image), self.input_size, self.info["resize_mode"]) for image in images]
+        batch = torch.from_numpy(np.stack([pair[0] for pair in pairs])).permute(0, 3, 1, 2)
+        params = torch.from_numpy(np.stack([pair[1] for pair in pairs]))
+        sizes = torch.tensor([image.shape[:2] for image in images], dtype=torch.float32).reshape(-1, 2)
+        return batch, params, sizes
+
+    @torch.inference_mode()
+    def predict_raw(self, batch: Tensor) -> Tensor:
+        return self.model.predict_raw(batch.to(self.device))
+
+    @torch.inference_mode()
+    def postprocess(self, raw: Tensor, params: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+        return self.model.postprocess(raw, params.to(raw.device), sizes.to(raw.device))
+
+    def peak_score(self, raw: Tensor) -> float:
+        """The highest ``conf × P(class)`` of the batch before any threshold (``decode.peak_scores``)."""
+        return float(peak_scores(raw, self.num_boxes).max()) if raw.shape[0] else 0.0
+
+    def synchronize(self) -> None:
+        """Wait for the device (stage timings on a GPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        batch, params, sizes = self.preprocess(images)
+        return self.postprocess(self.predict_raw(batch), params, sizes)
+
+
+def load_torch_predictor(
+    weights: str, kind: str, backend: str, device: str, img_size: int | None, thresholds: tuple, channels_last: bool
+) -> Predictor:
+    """``predictor.load_predictor`` for a ``checkpoint`` or ``torchscript`` file (``kind``); ``device``
+    resolved; ``thresholds``: (conf or ``None``, iou, max detections)."""
+    conf_threshold, iou_threshold, max_detections = thresholds
+    if kind == "torchscript":
+        model, info = _torchscript_file(weights, backend, device, img_size, thresholds)
+    else:
+        model, info = _checkpoint(weights, backend, device, img_size, thresholds, channels_last)
+    info["conf_source"] = "--conf" if conf_threshold is not None else (
+        "the model's F1-optimal threshold" if info["model_conf_threshold"] is not None else "the default")  # fmt: skip
+    info.update(format=kind, device=device, conf_threshold=float(model.conf_threshold), iou_threshold=iou_threshold,
+                max_detections=max_detections)  # fmt: skip
+    return Predictor(model, info)
+
+
+def _torchscript_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple) -> tuple:
+    if backend == "onnxruntime":
+        raise GridyoloError(f"{weights}: a TorchScript file runs with torch; --backend onnxruntime needs a "
+                            f"checkpoint or an .onnx file")  # fmt: skip
+    conf_threshold, iou_threshold, max_detections = thresholds
+    model, info = load_torchscript(weights, device)
+    info["model_conf_threshold"] = info.get("conf_threshold")  # resolved when it was exported
+    model.conf_threshold = resolve_conf_threshold(conf_threshold, info.get("conf_threshold"))
+    model.iou_threshold, model.max_detections = iou_threshold, max_detections
+    if img_size:
+        check_input_size(img_size, backbone_stride(info["backbone"]))
+        check_head_input_size(info.get("head", "pool"), info["input_size"], img_size)
+        model.input_size = img_size
+        info["input_size"] = img_size
+    return model, {**info, "backend": "torch", "notes": []}
+
+
+def _checkpoint(
+    weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple, channels_last: bool
+) -> tuple:
+    read: dict[str, dict] = {}
+
+    def read_checkpoint() -> dict:  # once, and only when needed
+        if "checkpoint" not in read:
+            read["checkpoint"] = load_checkpoint(weights)
+        return read["checkpoint"]
+
+    on_cpu = device.startswith("cpu")
+    usable = on_cpu and ort_backend.onnxruntime_available()
+    if backend == "onnxruntime" and not usable:
+        raise GridyoloError("--backend onnxruntime needs the CPU and onnxruntime (pip install onnxruntime)")
+    notes: list[str] = []
+    if usable and backend != "torch":
+        try:
+            model = ort_backend.onnxruntime_from_checkpoint(weights, read_checkpoint, img_size, *thresholds, notes)
+        except GridyoloError as exc:
+            if backend == "onnxruntime":
+                raise GridyoloError(f"{weights}: {exc}") from None
+            notes.append(f"{weights}: {exc}; running with torch")
+        else:
+            info = {**model.info, "model_conf_threshold": model.info.get("conf_threshold")}
+            return model, {**info, "backend": "onnxruntime", "notes": notes}
+    checkpoint = read_checkpoint()
+    model, info = inference_from_checkpoint(weights, img_size, *thresholds, channels_last, checkpoint)
+    info = {**info, "model_conf_threshold": checkpoint["gridyolo"].get("conf_threshold"),
+            "epoch": checkpoint.get("epoch"), "backend": "torch", "notes": notes}  # fmt: skip
+    return model.to(device), info
