@@ -3,10 +3,20 @@
 Both load into the library's form, ``{image_id: {"boxes" xyxy px, "scores", "labels"}}`` with the
 *dataset's* contiguous labels, and a COCO results list with the dataset's own category ids:
 
-- COCO results json: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``; ids are
-  those of the dataset evaluated against (the standard meaning of the format).
+- COCO results json: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``; category
+  ids are those of the dataset evaluated against (the standard meaning of the format). An image is
+  named by its integer ``image_id`` (the dataset's), or, so that no one has to guess ids, by its file:
+  ``file_name`` (the image's file name, or its path relative to its folder) or a string ``image_id``
+  holding its file name or stem (what Ultralytics writes for non-numeric stems).
 - YOLO txt: one ``STEM.txt`` per image, a line ``cls cx cy w h conf`` per box (normalized to the image,
   what Ultralytics writes with ``save_txt`` + ``save_conf``); ``cls`` indexes the dataset's class list.
+
+Image ids of each format: COCO json's own ``id``; VOC: the position of the image in the split file
+(``ImageSets/Main/SPLIT.txt``, from 0; all ``Annotations/*.xml`` sorted by name without a split);
+YOLO txt: the position in the split's sorted image list, from 0. On VOC / YOLO data the class order
+(category id ``k + 1``, txt class ``k``) is the dataset's class list, which is printed with the
+results; predictions whose boxes only ever land on objects of other classes are refused (a class
+order that is not the dataset's would otherwise score 0).
 """
 
 from __future__ import annotations
@@ -32,9 +42,119 @@ def load_predictions(path: str, reader: DetectionReader) -> tuple[list[dict], Pr
     Any malformed entry is a ``GridyoloError`` naming the file and the entry or line.
     """
     if os.path.isdir(path):
-        return _load_yolo_folder(path, reader)
-    require_regular_file(path, "predictions file")
-    return (*_load_coco_results(path, reader), [])
+        results, predictions, notes = _load_yolo_folder(path, reader)
+    else:
+        require_regular_file(path, "predictions file")
+        results, predictions, notes = _load_coco_results(path, reader)
+    if not _is_coco_json(reader):
+        order = ", ".join(f"{k} {name}" for k, name in enumerate(reader.info.class_names[:20]))
+        what = "category ids k + 1 and txt classes k" if not os.path.isdir(path) else "txt classes k"
+        notes.append(f"{path}: read {what} as the dataset's class list: {order}"
+                     f"{', ...' if reader.info.num_classes > 20 else ''} (--classes sets another order)")  # fmt: skip
+    _check_classes_match(reader, predictions, path)
+    return results, predictions, notes
+
+
+def _is_coco_json(reader: DetectionReader) -> bool:
+    from gridyolo.data.coco import CocoReader
+
+    return isinstance(getattr(reader, "parent", reader), CocoReader)
+
+
+def _check_classes_match(reader: DetectionReader, predictions: Predictions, path: str) -> None:
+    """Refuse predictions whose boxes overlap (IoU >= 0.5) ground-truth objects only of other classes:
+    a class order or category ids that are not the dataset's, which would score mAP 0 in silence."""
+    same = other = 0
+    for record in reader.records:
+        det = predictions.get(record.image_id)
+        if det is None or not len(det["labels"]) or not len(record.labels):
+            continue
+        overlap = _iou(det["boxes"], np.asarray(record.boxes, dtype=np.float64).reshape(-1, 4)) >= 0.5
+        agree = det["labels"][:, None] == np.asarray(record.labels)[None, :]
+        same += int((overlap & agree).sum())
+        other += int((overlap & ~agree).sum())
+    if same == 0 and other > 0:
+        names = ", ".join(f"{k} {n}" for k, n in enumerate(reader.info.class_names[:8]))
+        raise GridyoloError(
+            f"{path}: no predicted box overlaps an object of its own class, while {other} overlap objects of other "
+            f"classes: the predictions' classes are not in the dataset's order ({names}); pass --classes in "
+            "the order of the predictions (VOC), or use the dataset's category ids"
+        )
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a), len(b)]`` IoU of xyxy boxes."""
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(inter / (area_a[:, None] + area_b[None, :] - inter))
+
+
+class _ImageNames:
+    """The images of a split by id, by file name (and path below its folder) and by stem, for results
+    that name their images by file (``file_name``, or a string ``image_id``)."""
+
+    def __init__(self, reader: DetectionReader) -> None:
+        self.ids = {record.image_id for record in reader.records}
+        self.by_name: dict[str, set[int]] = defaultdict(set)
+        for record in reader.records:
+            parts = record.file.replace(os.sep, "/").split("/")
+            for depth in range(1, min(len(parts), 3) + 1):  # name, folder/name, folder/folder/name
+                self.by_name["/".join(parts[-depth:])].add(record.image_id)
+            self.by_name[os.path.splitext(parts[-1])[0]].add(record.image_id)
+        # VOC / YOLO ids are positions; tools that number images by their numeric stems exist
+        # (Ultralytics): an id that could be either must not be scored against the wrong image
+        self.numeric_stem: dict[int, int] = {}
+        self.stems = False
+        if not _is_coco_json(reader):
+            for record in reader.records:
+                stem = os.path.splitext(os.path.basename(record.file))[0]
+                if stem.isdigit():
+                    self.numeric_stem[int(stem)] = record.image_id
+
+    def choose_integer_scheme(self, data: list, path: str, reader: DetectionReader) -> str | None:
+        """How this file's integer ``image_id`` values name images: ``ids`` (the dataset's ids) or
+        ``stems`` (numeric file stems, as Ultralytics numbers images); a note when it is the stems.
+
+        On VOC / YOLO data the ids are positions; when every integer id is both a valid position and a
+        numeric stem, and the two name different images, the file is refused (ambiguous)."""
+        used = {item["image_id"] for item in data if isinstance(item, dict) and type(item.get("image_id")) is int}
+        as_ids = used <= self.ids
+        as_stems = bool(self.numeric_stem) and used <= self.numeric_stem.keys()
+        self.stems = as_stems and not as_ids
+        if as_ids and as_stems and any(self.numeric_stem[i] != i for i in used):
+            raise GridyoloError(f"{path}: its integer image ids are ambiguous in {reader.name}: each is both a "
+                                "position in the split and the numeric stem of another image; name images by "
+                                "file_name")  # fmt: skip
+        return f"{path}: image ids read as the images' numeric file stems" if self.stems and used else None
+
+    def resolve(self, item: dict, where: str, reader: DetectionReader) -> int:
+        image_id = item.get("image_id", item.get("file_name"))
+        if isinstance(image_id, str):
+            name = image_id.replace("\\", "/")
+            found = self.by_name.get(name[2:] if name.startswith("./") else name, set())
+            if len(found) != 1:
+                problem = "matches no image" if not found else f"matches {len(found)} images"
+                raise GridyoloError(f"{where}: image {image_id!r:.60} {problem} of {reader.name} (by file name or "
+                                    "stem)")  # fmt: skip
+            return next(iter(found))
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise GridyoloError(f"{where}: image_id must be an integer (or a file name), got {image_id!r:.40}")
+        if self.stems:
+            return self.numeric_stem[image_id]
+        if image_id not in self.ids:
+            raise GridyoloError(f"{where}: image_id {image_id} is not an image of {reader.name} (its ids are "
+                                f"{_id_scheme(reader)}; or name images by file_name)")  # fmt: skip
+        return image_id
+
+
+def _id_scheme(reader: DetectionReader) -> str:
+    if _is_coco_json(reader):
+        return "the annotation file's image ids"
+    return f"positions 0..{len(reader.records) - 1} in the split, see the README"
 
 
 def _number(value, where: str, what: str) -> float:
@@ -43,7 +163,7 @@ def _number(value, where: str, what: str) -> float:
     return float(value)
 
 
-def _load_coco_results(path: str, reader: DetectionReader) -> tuple[list[dict], Predictions]:
+def _load_coco_results(path: str, reader: DetectionReader) -> tuple[list[dict], Predictions, list[str]]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -58,21 +178,20 @@ def _load_coco_results(path: str, reader: DetectionReader) -> tuple[list[dict], 
     if not isinstance(data, list):
         raise GridyoloError(f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...]")
     label_of = {cid: label for label, cid in enumerate(reader.info.category_ids)}
-    image_ids = {record.image_id for record in reader.records}
+    images = _ImageNames(reader)
+    scheme_note = images.choose_integer_scheme(data, path, reader)
     rows: dict[int, list[tuple[list[float], float, int]]] = defaultdict(list)
     results = []
     for k, item in enumerate(data):
         where = f"{path}: result #{k}"
         if not isinstance(item, dict):
             raise GridyoloError(f"{where}: expected an object, got {type(item).__name__}")
-        missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in item]
+        missing = [key for key in ("category_id", "bbox", "score") if key not in item]
+        if "image_id" not in item and "file_name" not in item:
+            missing.insert(0, "image_id (or file_name)")
         if missing:
             raise GridyoloError(f"{where}: missing {', '.join(missing)}")
-        image_id, category_id = item["image_id"], item["category_id"]
-        if isinstance(image_id, bool) or not isinstance(image_id, int):
-            raise GridyoloError(f"{where}: image_id must be an integer, got {image_id!r:.40}")
-        if image_id not in image_ids:
-            raise GridyoloError(f"{where}: image_id {image_id} is not an image of {reader.name}")
+        image_id, category_id = images.resolve(item, where, reader), item["category_id"]
         if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in label_of:
             known = ", ".join(map(str, reader.info.category_ids[:12]))
             raise GridyoloError(
@@ -88,7 +207,7 @@ def _load_coco_results(path: str, reader: DetectionReader) -> tuple[list[dict], 
         score = _number(item["score"], where, "score")
         results.append({"image_id": image_id, "category_id": category_id, "bbox": [x, y, w, h], "score": score})
         rows[image_id].append(([x, y, x + w, y + h], score, label_of[category_id]))
-    return results, _to_predictions(rows)
+    return results, _to_predictions(rows), [scheme_note] if scheme_note else []
 
 
 def _load_yolo_folder(folder: str, reader: DetectionReader) -> tuple[list[dict], Predictions, list[str]]:
