@@ -78,6 +78,7 @@ def _eval(args: argparse.Namespace) -> int:
         metrics = evaluate_weights(
             args.weights, roots, args.format, args.split, args.batch, args.conf, args.iou, args.max_det,
             args.backend, args.save_json, args.device, args.plots, args.exist_ok, args.model_backend,
+            trust_compiled=args.trust_compiled,
         )  # fmt: skip
     else:
         classes = _class_list(args.classes)
@@ -115,6 +116,7 @@ def _detect(args: argparse.Namespace) -> int:
     result = run_detect(
         args.weights, args.source, args.out, args.conf, args.iou, args.img_size, args.device, args.batch,
         args.save_json, args.show, args.max_frames, progress=not args.quiet, backend=args.backend,
+        trust_compiled=args.trust_compiled,
     )  # fmt: skip
     for note in result["warnings"]:
         print(f"gridyolo: warning: {note}", file=sys.stderr)
@@ -135,17 +137,32 @@ def _export(args: argparse.Namespace) -> int:
         return 0
     if not args.weights:
         raise GridyoloError("export needs --weights CKPT (or --info FILE)")
-    suffix = ".torchscript" if args.format == "torchscript" else ".onnx"
+    suffix = {"torchscript": ".torchscript", "onnx": ".onnx", "pt2": ".pt2"}[args.format]
     out = args.out or str(os.path.splitext(args.weights)[0]) + suffix
-    if os.path.isdir(out):
-        raise GridyoloError(f"{out}: is a folder; --out names the exported file")
-    if os.path.lexists(out) and not args.exist_ok:
-        raise GridyoloError(f"{out}: exists; choose another --out or pass --exist-ok to overwrite it")
+    outputs = [out]
+    aoti_out = None
+    if args.format == "pt2" and not args.no_aoti:
+        aoti_out = (out[: -len(".pt2")] if out.endswith(".pt2") else out) + ".aoti.pt2"
+        outputs.append(aoti_out)
+    for path in outputs:
+        if os.path.isdir(path):
+            raise GridyoloError(f"{path}: is a folder; --out names the exported file")
+        if os.path.lexists(path) and not args.exist_ok:
+            raise GridyoloError(f"{path}: exists; choose another --out or pass --exist-ok to overwrite it")
     if args.format == "torchscript":
         info = export_torchscript(args.weights, out, args.img_size)
-    else:
+    elif args.format == "onnx":
         info = export_onnx(args.weights, out, args.img_size)
-    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, {args.format}, input {info['input_size']})")
+    else:
+        from gridyolo.deploy.pt2 import export_pt2
+
+        info = export_pt2(args.weights, out, args.img_size, aoti_out=aoti_out)
+    for path in outputs:
+        if os.path.exists(path):
+            kind = "aoti" if path == aoti_out else args.format
+            print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB, {kind}, input {info['input_size']})")
+    for note in info.get("notes", []):
+        print(f"gridyolo: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -219,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="COCO mAP (and VOC AP) of a checkpoint, or of a predictions file, on a dataset split"
     )
     evaluate.add_argument("--weights", default=None,
-                          help="checkpoint (.ckpt), or its exported TorchScript or .onnx file")  # fmt: skip
+                          help="checkpoint (.ckpt), or its TorchScript, .onnx or .pt2 export")  # fmt: skip
     evaluate.add_argument(
         "--predictions", default=None, metavar="FILE|FOLDER",
         help="score another detector's output instead: a COCO results json (the dataset's category ids) "
@@ -242,10 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--classes", default=None, help="VOC with --predictions: a,b,c, a file of names, or voc")
     evaluate.add_argument("--exist-ok", action="store_true", help="overwrite --save-json / --plots outputs")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--trust-compiled", action="store_true",
+                          help="load an AOTInductor package (.aoti.pt2): compiled code, so only one you built")
     evaluate.set_defaults(func=_eval)
 
     detect = commands.add_parser("detect", help="detect on images, a folder, a glob, a video, a webcam or a stream")
-    detect.add_argument("--weights", required=True, help="checkpoint (.ckpt), or an exported TorchScript or .onnx file")
+    detect.add_argument("--weights", required=True, help="checkpoint (.ckpt), or its TorchScript, .onnx or .pt2 export")
     detect.add_argument("--source", required=True, help="image, directory, glob, video, webcam index (0) or URL")
     detect.add_argument("--out", default=None, help="output directory (default: a new runs/detect/expN)")
     detect.add_argument("--conf", type=unit_interval, default=None,
@@ -264,13 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--show", action="store_true", help="show results in a window (needs a GUI OpenCV)")
     detect.add_argument("--max-frames", type=positive_int, default=None, help="stop after N images or frames")
     detect.add_argument("--quiet", action="store_true", help="no progress bar")
+    detect.add_argument("--trust-compiled", action="store_true",
+                        help="load an AOTInductor package (.aoti.pt2): compiled code, so only one you built")
     detect.set_defaults(func=_detect)
 
     export = commands.add_parser(
-        "export", help="export a checkpoint to TorchScript or ONNX; --info FILE shows metadata"
+        "export", help="export a checkpoint to TorchScript, ONNX or torch.export (.pt2); --info FILE shows metadata"
     )
     export.add_argument("--weights", default=None, help="training checkpoint (.ckpt)")
-    export.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"))
+    export.add_argument("--format", default="torchscript", choices=("torchscript", "onnx", "pt2"),
+                        help="pt2: a torch.export program (and its AOTInductor package, NAME.aoti.pt2)")
+    export.add_argument("--no-aoti", action="store_true", help="pt2: skip the AOTInductor package (a compile)")
     export.add_argument("--img-size", type=image_size, default=None, help="model input size (default: training size)")
     export.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     export.add_argument("--info", default=None, metavar="FILE", help="print the metadata of an exported file")

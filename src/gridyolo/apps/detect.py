@@ -174,6 +174,7 @@ def run_detect(
     max_frames: int | None = None,
     progress: bool = True,
     backend: str = "auto",
+    trust_compiled: bool = False,
 ) -> dict[str, Any]:
     """Detect on ``source`` and write the results into ``out`` (default: a new ``runs/detect/expN``).
 
@@ -187,7 +188,8 @@ def run_detect(
     capture = open_capture(resolved) if resolved.kind != "images" else None
     writer = None
     try:  # the capture (and later the writer) is released on every error path
-        predictor = load_predictor(weights, backend, device, img_size, conf_threshold, iou_threshold)
+        predictor = load_predictor(weights, backend, device, img_size, conf_threshold, iou_threshold,
+                                   trust_compiled=trust_compiled)  # fmt: skip
         info = predictor.info
         expected = 0
         if capture is not None:

@@ -97,12 +97,17 @@ def load_torchscript(path: str, device: str = "cpu") -> tuple[torch.jit.ScriptMo
 
 
 def export_info(path: str) -> dict[str, Any]:
-    """The metadata of an exported TorchScript or ONNX file (``gridyolo export --info``)."""
+    """The metadata of an exported TorchScript, ONNX or .pt2 file (``gridyolo export --info``)."""
     kind = weights_format(path)
     if kind == "checkpoint":
-        raise GridyoloError(f"{path}: a checkpoint or pickle, not an export; --info reads TorchScript or ONNX files")
+        raise GridyoloError(f"{path}: a checkpoint or pickle, not an export; --info reads TorchScript, ONNX or .pt2 "
+                            "files")  # fmt: skip
     if kind == "torchscript":
         return load_torchscript(path)[1]
+    if kind in ("pt2", "aoti"):
+        from gridyolo.deploy.pt2 import archive_metadata
+
+        return {**archive_metadata(path), "format": kind}
     import onnx
 
     try:
@@ -115,8 +120,8 @@ def export_info(path: str) -> dict[str, Any]:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    keys = ("format", "gridyolo_version", "backbone", "head", "input_size", "resize_mode", "grid_size", "num_boxes",
-            "mean", "std", "conf_threshold", "iou_threshold", "max_detections")  # fmt: skip
+    keys = ("format", "program", "gridyolo_version", "torch_version", "backbone", "head", "input_size", "resize_mode",
+            "grid_size", "num_boxes", "mean", "std", "conf_threshold", "iou_threshold", "max_detections")  # fmt: skip
     lines = [f"{k:16s} {info[k]}" for k in keys if k in info]
     names = info.get("class_names", [])
     lines.append(f"{'classes':16s} {len(names)}: {', '.join(names)}")

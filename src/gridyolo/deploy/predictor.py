@@ -10,7 +10,9 @@ TorchScript or ONNX file) and get something that maps images to detections.
   an export made and checked against the eager model once (``ort_backend``); when that export fails
   or differs, the eager model, with a note saying why. ``backend="torch"``, or another device: the eager
   ``InferenceModel`` in channels_last (``torch_predictor``);
-- a TorchScript file: that file (torch).
+- a TorchScript file: that file (torch), its own resize included;
+- a ``.pt2`` ExportedProgram or AOTInductor package (``pt2.Pt2Model``): its raw output, with the OpenCV
+  letterbox and ``decode_grid`` around it (torch, CPU).
 
 Pre-processing is the OpenCV letterbox that training and validation use (``core.letterbox``), then
 ``core.decode.decode_grid`` (its numpy twin for an ONNX file). (An exported TorchScript file's own
@@ -42,6 +44,7 @@ def load_predictor(
     iou_threshold: float = 0.45,
     max_detections: int = 100,
     channels_last: bool = True,
+    trust_compiled: bool = False,
 ) -> Any:
     """Open ``weights`` (told apart by content, see ``formats.weights_format``) as a predictor.
 
@@ -55,6 +58,7 @@ def load_predictor(
         iou_threshold, max_detections: NMS IoU and detections kept per image.
         channels_last: a checkpoint run by torch runs in NHWC (faster on the CPU; numbers equal to
             float rounding). ``False`` reproduces a validation run in NCHW to the last digit.
+        trust_compiled: load an AOTInductor package (compiled machine code; refused otherwise).
 
     A checkpoint is read at most once; an ONNX Runtime cache hit does not read it at all.
     """
@@ -73,7 +77,8 @@ def load_predictor(
                             "gridyolo[torch], or detect with its ONNX export") from None  # fmt: skip
     from gridyolo.inputs import resolve_device
 
-    return load_torch_predictor(weights, kind, backend, resolve_device(device), img_size, thresholds, channels_last)
+    return load_torch_predictor(weights, kind, backend, resolve_device(device), img_size, thresholds, channels_last,
+                                trust_compiled)  # fmt: skip
 
 
 def _onnx_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple) -> Any:

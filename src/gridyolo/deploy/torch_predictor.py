@@ -101,13 +101,22 @@ class Predictor:
 
 
 def load_torch_predictor(
-    weights: str, kind: str, backend: str, device: str, img_size: int | None, thresholds: tuple, channels_last: bool
+    weights: str,
+    kind: str,
+    backend: str,
+    device: str,
+    img_size: int | None,
+    thresholds: tuple,
+    channels_last: bool,
+    trust_compiled: bool = False,
 ) -> Predictor:
-    """``predictor.load_predictor`` for a ``checkpoint`` or ``torchscript`` file (``kind``); ``device``
-    resolved; ``thresholds``: (conf or ``None``, iou, max detections)."""
+    """``predictor.load_predictor`` for a ``checkpoint``, ``torchscript``, ``pt2`` or ``aoti`` file
+    (``kind``); ``device`` resolved; ``thresholds``: (conf or ``None``, iou, max detections)."""
     conf_threshold, iou_threshold, max_detections = thresholds
     if kind == "torchscript":
         model, info = _torchscript_file(weights, backend, device, img_size, thresholds)
+    elif kind in ("pt2", "aoti"):
+        model, info = _pt2_file(weights, backend, device, img_size, thresholds, trust_compiled)
     else:
         model, info = _checkpoint(weights, backend, device, img_size, thresholds, channels_last)
     info["conf_source"] = "--conf" if conf_threshold is not None else (
@@ -131,6 +140,21 @@ def _torchscript_file(weights: str, backend: str, device: str, img_size: int | N
         check_head_input_size(info.get("head", "pool"), info["input_size"], img_size)
         model.input_size = img_size
         info["input_size"] = img_size
+    return model, {**info, "backend": "torch", "notes": []}
+
+
+def _pt2_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple,
+              trust_compiled: bool) -> tuple:  # fmt: skip
+    from gridyolo.deploy.pt2 import Pt2Model
+
+    if backend == "onnxruntime" or not device.startswith("cpu"):
+        raise GridyoloError(f"{weights}: a .pt2 program runs with torch on the CPU (--backend auto or torch, "
+                            "--device cpu)")  # fmt: skip
+    model = Pt2Model(weights, trust_compiled, *thresholds)
+    if img_size and img_size != model.input_size:
+        raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
+                            "needs a new export")  # fmt: skip
+    info = {**model.info, "model_conf_threshold": model.info.get("conf_threshold")}
     return model, {**info, "backend": "torch", "notes": []}
 
 

@@ -193,6 +193,7 @@ def evaluate_weights(
     plots_dir: str | None = None,
     exist_ok: bool = False,
     model_backend: str | None = None,
+    trust_compiled: bool = False,
 ) -> dict:
     """Metrics of a weights file (a checkpoint, or its TorchScript or ONNX export) on a split of any
     format (see ``score_detections``); ``backend`` is the COCO evaluator's, ``model_backend`` what runs
@@ -206,7 +207,7 @@ def evaluate_weights(
     if model_backend is None:
         model_backend = "torch" if weights_format(weights) == "checkpoint" else "auto"
     predictor = load_predictor(weights, model_backend, device, None, conf_threshold, iou_threshold, max_detections,
-                               channels_last=False)  # fmt: skip
+                               channels_last=False, trust_compiled=trust_compiled)  # fmt: skip
     names = predictor.class_names
     reader = build_reader(root, format, split, classes=names)
     mapping = label_mapping(names, reader.info, weights)
