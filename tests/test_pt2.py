@@ -63,6 +63,21 @@ def test_the_program_is_the_pipeline_and_equals_gridyolos_decode(exported, batch
         assert (boxes[mine] - ref["boxes"]).abs().max() <= 1e-4
 
 
+def test_images_with_no_or_one_detection_run_through_the_program(exported, batch, tmp_path):
+    """torchvision registers NMS's output size as at least 2, which an exported graph asserts when it
+    runs: the program must still take an image that keeps zero or one box."""
+    from gridyolo.deploy.pt2 import export_pt2
+
+    weights, out = exported
+    raw = Pt2Model(str(out)).run(*batch)[0][:1]
+    top = decode_grid(raw, 2, (128, 128), batch[1][:1], batch[2][:1], 0.0, 0.45, 100)[0]["scores"]
+    for conf, expected in ((0.999999, 0), (float(top[0] + top[1]) / 2, 1)):
+        path = tmp_path / f"c{expected}.pt2"
+        export_pt2(str(weights), str(path), conf_threshold=conf)
+        _, boxes, scores, labels, image = Pt2Model(str(path)).run(batch[0][:1], batch[1][:1], batch[2][:1])
+        assert len(scores) == expected and boxes.shape == (expected, 4)
+
+
 def test_detect_and_eval_of_a_pt2_file_match_its_checkpoint(exported, coco128_root, tmp_path, capsys):
     weights, out = exported
     a = load_predictor(str(out), conf_threshold=0.05)

@@ -79,7 +79,13 @@ class ExportPipeline(nn.Module):
         cand = torch.minimum(cand.clamp(min=0), limits)
         # boxes are clipped to [0, size]: an offset of (largest size + 1) per group keeps groups apart
         offsets = (image * num_classes + label).to(cand) * (sizes.max() + 1)
-        kept = nms(cand + offsets[:, None], cand_scores, self.iou_threshold)
+        # two sentinel boxes at negative coordinates, scored below any candidate: NMS keeps both, so it
+        # returns at least two indices, which the exported graph asserts (torchvision registers the
+        # op's output size with a lower bound of 2); they are dropped at once
+        sentinels = torch.tensor([[-3.0, -3.0, -2.0, -2.0], [-6.0, -6.0, -5.0, -5.0]], device=cand.device)
+        kept = nms(torch.cat([cand + offsets[:, None], sentinels]),
+                   torch.cat([cand_scores, torch.tensor([-1.0, -2.0], device=cand.device)]), self.iou_threshold)
+        kept = kept[kept < cand.shape[0]]
         kept = kept[torch.sort(image[kept], stable=True).indices]  # by image, by score inside each
         kept_image = image[kept]
         # per-image counts by scatter_add, not bincount: its data-dependent length is asserted >= 2 when
