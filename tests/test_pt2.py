@@ -69,7 +69,7 @@ def test_images_with_no_or_one_detection_run_through_the_program(exported, batch
     from gridyolo.deploy.pt2 import export_pt2
 
     weights, out = exported
-    raw = Pt2Model(str(out)).run(*batch)[0][:1]
+    raw = Pt2Model(str(out)).run(*batch)[0][:1].detach()
     top = decode_grid(raw, 2, (128, 128), batch[1][:1], batch[2][:1], 0.0, 0.45, 100)[0]["scores"]
     for conf, expected in ((0.999999, 0), (float(top[0] + top[1]) / 2, 1)):
         path = tmp_path / f"c{expected}.pt2"

@@ -267,6 +267,7 @@ class Pt2Model:
         self.conf_threshold = resolve_conf_threshold(conf_threshold, self.info.get("conf_threshold"))
         self.iou_threshold, self.max_detections = iou_threshold, max_detections
 
+    @torch.no_grad()
     def run(self, batch: Tensor, params: Tensor, sizes: Tensor) -> tuple[Tensor, ...]:
         if self.info.get("program") == "raw":
             return (self.program(batch.contiguous()),)
