@@ -97,6 +97,9 @@ def test_onnx_detect_and_eval_run_without_torch(overfit_run, tmp_path, capsys):
     for key in ("map", "map50", "map75", "voc07_map50"):
         assert metrics[key] == pytest.approx(reference[key], abs=1e-4), key
 
+    done = _run_without_torch(["export", "--info", str(onnx_file)])
+    assert done.returncode == 0 and "LOADED []" in done.stderr and "input_size       224" in done.stdout, done.stderr
+
     source = str(root / "JPEGImages")
     done = _run_without_torch(["detect", "--weights", str(onnx_file), "--source", source, "--out",
                                str(tmp_path / "free"), "--save-json", "--quiet", "--conf", "0.05"])  # fmt: skip

@@ -69,6 +69,9 @@ def check(runtime_python: str, work: Path) -> None:
         outputs.append((work / name / "predictions.jsonl").read_text())
     if outputs[0] != outputs[1]:
         raise SystemExit("runtime check: detect's predictions.jsonl differs between the runtime and the full install")
+    info = run(runtime_python, ["export", "--info", str(onnx_file)])
+    if "classes          4: circle, square, triangle, cross" not in info:
+        raise SystemExit("runtime check: export --info of the ONNX file does not show its classes")
     refused = subprocess.run([runtime_python, "-m", "gridyolo", "export", "--weights", str(work / "model.ckpt")],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     if refused.returncode != 2 or "gridyolo[torch]" not in refused.stderr or "Traceback" in refused.stderr:

@@ -130,11 +130,22 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gridyolo.deploy.export import export_info, export_onnx, export_torchscript, format_info
-
     if args.info:
-        print(format_info(export_info(args.info)))
+        from gridyolo.deploy.formats import format_info, weights_format
+
+        if weights_format(args.info) == "onnx":  # read as detect reads it (checked), without torch
+            from gridyolo.deploy.onnx_runner import OnnxDetector
+
+            loaded = OnnxDetector(args.info).info
+            info = {**loaded, "format": "onnx", "conf_threshold": loaded["model_conf_threshold"]}
+        else:
+            from gridyolo.deploy.export import export_info
+
+            info = export_info(args.info)
+        print(format_info(info))
         return 0
+    from gridyolo.deploy.export import export_onnx, export_torchscript
+
     if not args.weights:
         raise GridyoloError("export needs --weights CKPT (or --info FILE)")
     suffix = {"torchscript": ".torchscript", "onnx": ".onnx", "pt2": ".pt2"}[args.format]

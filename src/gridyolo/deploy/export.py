@@ -119,15 +119,6 @@ def export_info(path: str) -> dict[str, Any]:
     return json.loads(props[METADATA_FILE])
 
 
-def format_info(info: dict[str, Any]) -> str:
-    keys = ("format", "program", "gridyolo_version", "torch_version", "backbone", "head", "input_size", "resize_mode",
-            "grid_size", "num_boxes", "mean", "std", "conf_threshold", "iou_threshold", "max_detections")  # fmt: skip
-    lines = [f"{k:16s} {info[k]}" for k in keys if k in info]
-    names = info.get("class_names", [])
-    lines.append(f"{'classes':16s} {len(names)}: {', '.join(names)}")
-    return "\n".join(lines)
-
-
 def _fixed_size_pool(detector: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
     """The head's adaptive pool at a fixed input size: the identity or a plain average pool.
 

@@ -4,6 +4,7 @@ torch-free ONNX path (``onnx_runner``, ``predictor.load_predictor``) can use the
 from __future__ import annotations
 
 import zipfile
+from typing import Any
 
 from gridyolo.errors import GridyoloError
 from gridyolo.inputs import require_regular_file
@@ -50,3 +51,13 @@ def weights_format(path: str) -> str:
     if head[:1] == b"\x08":
         return "onnx"
     raise GridyoloError(f"{path}: not a weights file (a training checkpoint, a TorchScript, .pt2 or ONNX file)")
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """``gridyolo export --info``: an export's metadata as aligned lines."""
+    keys = ("format", "program", "gridyolo_version", "torch_version", "backbone", "head", "input_size", "resize_mode",
+            "grid_size", "num_boxes", "mean", "std", "conf_threshold", "iou_threshold", "max_detections")  # fmt: skip
+    lines = [f"{k:16s} {info[k]}" for k in keys if k in info]
+    names = info.get("class_names", [])
+    lines.append(f"{'classes':16s} {len(names)}: {', '.join(names)}")
+    return "\n".join(lines)
