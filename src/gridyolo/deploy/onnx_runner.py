@@ -51,6 +51,20 @@ def read_metadata(session, path: str) -> dict:
     return info
 
 
+def cpu_session(path: str):
+    """An ONNX Runtime session of ``path`` on the CPU (one-line ``GridyoloError`` if it cannot load)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # ORT's threads busy-wait after each run by default; in detect they would steal the cores that
+    # pre-processing, decode+NMS, drawing and the reader thread need between two model runs
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise GridyoloError(f"{path}: not an ONNX model onnxruntime can load ({exc.__class__.__name__})") from None
+
+
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -166,16 +180,7 @@ class OnnxDetector:
         pre_nms_topk: int = 1000,
     ) -> None:
         """``conf_threshold`` ``None``: the file's F1-optimal threshold (metadata), else 0.25."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # ORT's threads busy-wait after each run by default; in detect they would steal the cores that
-        # pre-processing, decode+NMS, drawing and the reader thread need between two model runs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise GridyoloError(f"{path}: not an ONNX model onnxruntime can load ({exc.__class__.__name__})") from None
+        self.session = cpu_session(path)
         self.path = path
         self.info = read_metadata(self.session, path)
         self.size, self.num_boxes = int(self.info["input_size"]), int(self.info["num_boxes"])

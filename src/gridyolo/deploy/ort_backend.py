@@ -25,7 +25,7 @@ from gridyolo import __version__
 from gridyolo.core.decode import decode_grid
 from gridyolo.deploy.checkpoint import resolve_conf_threshold
 from gridyolo.deploy.export import export_onnx, inference_from_checkpoint
-from gridyolo.deploy.onnx_runner import check_raw_shape, read_metadata
+from gridyolo.deploy.onnx_runner import check_raw_shape, cpu_session, read_metadata
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path, cache_dir, write_json
 
@@ -55,16 +55,7 @@ class OnnxRuntimeModel:
         max_detections: int = 100,
         pre_nms_topk: int = 1000,
     ) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # ORT's threads busy-wait after each run by default; in detect they would steal the cores that
-        # pre-processing, decode+NMS, drawing and the reader thread need between two model runs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise GridyoloError(f"{path}: not an ONNX model onnxruntime can load ({exc.__class__.__name__})") from None
+        self.session = cpu_session(path)
         self.path = path
         self.info: dict[str, Any] = read_metadata(self.session, path)
         self.input_size = int(self.info["input_size"])
