@@ -62,7 +62,10 @@ ASSIGNMENTS = {  # which predictors learn an object (core.loss: assign, ignore_i
     "all_predictors_b4": [*BEST_LOSS, "--model.assign", "all_predictors", "--model.num_boxes", "4"],
     # the FCOS comparator's CPU-seconds on the synthetic shapes (~2x a 12-epoch grid run)
     "all_predictors_24_epochs": [*BEST_LOSS, "--model.assign", "all_predictors", "--trainer.max_epochs", "24"],
+    # cheaper epochs: the backbone frozen up to stride 8 (no backward through the stride-8 stage)
+    "all_predictors_freeze8": [*BEST_LOSS, "--model.assign", "all_predictors", "--model.freeze_stride", "8"],
 }
+FREEZE8 = ["--model.freeze_stride", "8"]
 SYNTHETIC_RUNS = {  # the demo config; "demo" itself with YOLOv1's loss (the demo's default is sse+ciou/bce/ce)
     "demo": ("configs/demo.yaml", YOLOV1),
     **{f"demo_{name}": ("configs/demo.yaml", args) for name, args in LOSSES.items()},
@@ -72,6 +75,12 @@ SYNTHETIC_RUNS = {  # the demo config; "demo" itself with YOLOv1's loss (the dem
     "demo_256": ("configs/demo.yaml", [*BEST_LOSS, "--data.input_size", "256"]),
     "demo_28_epochs": ("configs/demo.yaml", [*BEST_LOSS, "--trainer.max_epochs", "28"]),  # ~ demo_256's minutes
     "demo_256_space_to_depth_s8": ("configs/demo.yaml", [*HEADS["space_to_depth_s8"], "--data.input_size", "256"]),
+    # the feature map's own grid (8x8 at 128 px): each shape spans 2-4 cells; YOLOv2's ignore rule spares
+    # the confident boxes of the cells around its own (what made S=16 win on coco128_large)
+    "demo_s8_ignore_iou": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors"], "--model.ignore_iou", "0.5",
+                                                 "--model.grid_size", "8"]),
+    "demo_all_predictors_24_epochs_freeze8": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors_24_epochs"],
+                                                                    *FREEZE8]),
 }
 RUNS = {  # config, extra overrides (ResNet-18 and tiny Darknet from scratch)
     "efficientnet_lite0": ("configs/bccd_lite0.yaml", YOLOV1),
@@ -243,6 +252,7 @@ LARGE_RUNS = {  # custom_cpu.yaml as a user runs it on their own data (S from da
        for s in (4, 8, 16)},
     "s16_best_ignore_iou": ("configs/custom_cpu.yaml",
                             [*LARGE, *BEST_ASSIGN, "--model.ignore_iou", "0.5", "--model.grid_size", "16"]),
+    "s4_freeze8": ("configs/custom_cpu.yaml", [*LARGE, *YOLOV1, "--model.grid_size", "4", *FREEZE8]),
 }  # fmt: skip
 
 DATASETS = {  # name: (runs, data root, format, results key, what the key holds)

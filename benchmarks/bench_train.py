@@ -185,6 +185,23 @@ def whole_run(epochs: int, extra: list[str], profile: bool = False, keep_freed_m
             "keep_freed_memory": keep_freed_memory}  # fmt: skip
 
 
+def compare_variants(epochs: int, rounds: int, variants: dict[str, str]) -> None:
+    """Whole runs of the shipped config and of each variant, interleaved round by round; medians."""
+    runs: dict[str, list[dict]] = {"as shipped": [], **{name: [] for name in variants}}
+    for _ in range(rounds):
+        runs["as shipped"].append(whole_run(epochs, []))
+        for name, extra in variants.items():
+            runs[name].append(whole_run(epochs, extra.split()))
+        print({name: [r["cpu_s_per_image"] for r in rows] for name, rows in runs.items()}, flush=True)
+    medians = {name: round(statistics.median(r["cpu_s_per_image"] for r in rows), 4) for name, rows in runs.items()}
+    base = medians["as shipped"]
+    print({name: (m, round(m / base, 3)) for name, m in medians.items()})
+    record("train_cpu_s_per_image_variants", medians, f"python benchmarks/bench_train.py --whole-run --epochs {epochs} "
+           f"--rounds {rounds} " + " ".join(f"--variant '{n}={a}'" for n, a in variants.items()),
+           ratios={name: round(m / base, 3) for name, m in medians.items()}, runs=runs,
+           machine_note="quiet machine: nothing else running; variants interleaved in one run")  # fmt: skip
+
+
 def main() -> None:
     import argparse
 
@@ -195,7 +212,13 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more gridyolo train arguments (after --)")
     parser.add_argument("--rounds", type=int, default=1, help="whole runs side by side: malloc as is, then "
                         "gridyolo.allocator (GRIDYOLO_KEEP_FREED_MEMORY=0 / 1), this many times each")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="whole runs side by side: as shipped, then each variant's extra train arguments, "
+                        "--rounds times (e.g. 'freeze8=--model.freeze_stride 8')")
     args = parser.parse_args()
+    if args.whole_run and args.variant:
+        compare_variants(args.epochs, args.rounds, dict(v.split("=", 1) for v in args.variant))
+        return
     if args.whole_run and args.rounds > 1:
         pairs = [(whole_run(args.epochs, args.extra, keep_freed_memory=False),
                   whole_run(args.epochs, args.extra)) for _ in range(args.rounds)]  # fmt: skip

@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from gridyolo.errors import GridyoloError
-from gridyolo.models import BACKBONES, build_backbone, build_detector
+from gridyolo.models import BACKBONES, backbone_stride, build_backbone, build_detector
 from gridyolo.models.efficientnet_lite import efficientnet_lite0
 
 
@@ -22,6 +22,17 @@ def test_every_backbone_gives_the_grid_and_scripts(name):
         assert raw.shape == (2, 7, 7, 2 * 5 + 5)
         scripted = torch.jit.script(model)
         torch.testing.assert_close(scripted(images), raw, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_the_stride_known_by_name_is_the_built_backbones(name):
+    """``backbone_stride`` (what input checks use before a model exists) is the built ``Backbone.stride``
+    and what its output really is (Darknet-24: 64, not 32)."""
+    backbone = build_backbone(name)
+    assert backbone_stride(name) == backbone.stride
+    with torch.no_grad():
+        out = backbone.module.eval()(torch.zeros(1, 3, 128, 128))
+    assert 128 // out.shape[-1] == backbone.stride
 
 
 @pytest.mark.parametrize("size, grid, boxes, classes", [(320, 10, 3, 80), (448, 14, 2, 20), (256, 4, 1, 1)])

@@ -93,6 +93,25 @@ def test_optimizer_groups_and_frozen_backbone():
     assert backbone[0] > 0 and backbone[0] == pytest.approx(head[0] * 0.1)
 
 
+@pytest.mark.parametrize("name", ["darknet_tiny", "efficientnet_lite0_s16", "resnet18"])
+def test_the_frozen_stem_ends_where_its_stride_says(name):
+    """``freeze_stride`` 4 / 8: the frozen layers run at stride <= 4 / 8 and the first layer after them
+    goes beyond (nothing the stride allows is left trainable, nothing past it frozen)."""
+    from gridyolo.models import build_backbone
+
+    backbone = build_backbone(name).module.eval()
+    for max_stride in (4, 8):
+        stem = stem_layers(backbone, max_stride)
+        x = torch.zeros(1, 3, 64, 64)
+        with torch.no_grad():
+            for layer in stem:
+                x = layer(x)
+        assert 64 // x.shape[-1] == max_stride, (name, max_stride)
+    assert len(stem_layers(backbone, 8)) > len(stem_layers(backbone, 4))
+    with pytest.raises(ValueError, match="stride 4 or 8"):
+        stem_layers(backbone, 16)
+
+
 def test_frozen_stem_stays_put_and_channels_last_changes_no_numbers(tiny_root):
     data = DetectionDataModule(str(tiny_root), "voc", "train", "train", classes=CLASSES, input_size=128, num_workers=0)
     data.setup()

@@ -118,6 +118,29 @@ def test_ddp_ranks_draw_their_own_share_and_augmentation_each_epoch(tiny_root):
     assert isinstance(EpochShuffleSampler(dataset[0]), torch.utils.data.DistributedSampler)
 
 
+def test_persistent_loader_workers_draw_the_same_batches_as_reforked_ones(tiny_root):
+    """A worker forked once sees each epoch through the indices it is sent: its batches equal those of
+    workers forked anew every epoch, and differ from one epoch to the next."""
+
+    def epochs(persistent: bool) -> list[list[torch.Tensor]]:
+        data = DetectionDataModule(str(tiny_root), "voc", "train", "train", classes=CLASSES, input_size=64,
+                                   batch_size=4, num_workers=1, persistent_workers=persistent, check_images=False,
+                                   augment=AugmentConfig(scale=0.3, flip=0.5))  # fmt: skip
+        data.setup()
+        loader = data.train_dataloader()
+        assert loader.persistent_workers is persistent
+        seen = []
+        for epoch in range(3):
+            loader.sampler.set_epoch(epoch)  # what Lightning does before each epoch
+            seen.append([images for images, _ in loader])
+        return seen
+
+    persistent, reforked = epochs(True), epochs(False)
+    for a, b in zip(persistent, reforked):
+        assert len(a) == len(b) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(persistent[0][0], persistent[1][0])  # a new order / augmentation each epoch
+
+
 def test_frozen_backbone_keeps_weights_statistics_and_optimizer_state(tiny_root, tmp_path):
     L.seed_everything(0)
     data = DetectionDataModule(str(tiny_root), "voc", "train", "train", classes=CLASSES, input_size=64,

@@ -14,7 +14,7 @@ from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.carve import carve_validation
 from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections
-from gridyolo.data.image_check import FATAL, check_images
+from gridyolo.data.image_scan import FATAL, check_images
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.data.transforms import AugmentConfig, TrainTransform
@@ -37,6 +37,8 @@ class DetectionDataModule(L.LightningDataModule):
         resize_mode: ``letterbox`` (keep aspect, pad) or ``stretch`` (YOLOv1's plain resize).
         augment: training augmentation (``AugmentConfig``); evaluation never augments.
         batch_size, num_workers: loader settings; ``val_batch_size`` defaults to ``batch_size``.
+        persistent_workers: keep the training loader's workers alive across epochs instead of forking
+            them anew each epoch (less CPU; the same batches: the epoch travels with each index).
         seed: seed of the shuffle order and the augmentation stream (both also depend on the epoch).
         check_images: decode every image once before training (cached by file size and mtime), so a
             corrupt image or a size that differs from its annotation stops the run before its first step.
@@ -57,6 +59,7 @@ class DetectionDataModule(L.LightningDataModule):
         batch_size: PositiveInt = 16,
         val_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 2,
+        persistent_workers: bool = True,
         seed: int = 0,
         check_images: bool = True,
     ) -> None:
@@ -72,6 +75,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.augment = augment or AugmentConfig()
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
+        self.persistent_workers = persistent_workers
         self.check_images = check_images
         self.train_reader: DetectionReader | None = None
         self.val_reader: DetectionReader | None = None
@@ -143,11 +147,11 @@ class DetectionDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset, self.seed, num_replicas=world, rank=rank),
+            sampler=EpochShuffleSampler(dataset, self.seed, num_replicas=world, rank=rank, with_epoch=True),
             drop_last=len(self.train_reader) > self.batch_size,  # BatchNorm dislikes a batch of 1
             num_workers=self.num_workers,
             collate_fn=collate_detections,
-            persistent_workers=False,  # workers re-fork each epoch and so learn the new epoch
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -54,7 +54,11 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``index``: a position, or ``(epoch, position)`` from ``EpochShuffleSampler(with_epoch=True)``
+        (a persistent loader worker learns each epoch from the indices it is sent)."""
+        if isinstance(index, tuple):
+            self.epoch, index = index
         sample = self.reader[index]
         record = sample.record
         if not isinstance(self.transform, EvalTransform):  # augmenting
@@ -87,12 +91,19 @@ class EpochShuffleSampler(DistributedSampler):
     global RNG, which resuming does not restore). It is a ``DistributedSampler`` so that under DDP
     Lightning keeps it instead of wrapping it in its own (whose ``set_epoch`` would never reach this
     one: every epoch would repeat the first epoch's order and augmentation).
+
+    With ``with_epoch`` it yields ``(epoch, index)``: the epoch travels with each index, so loader workers
+    can persist across epochs (a worker forked once never sees ``set_epoch``) and still draw each epoch's
+    augmentation, the same as workers forked anew each epoch.
     """
 
-    def __init__(self, dataset: DetectionDataset, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, dataset: DetectionDataset, seed: int = 0, num_replicas: int = 1, rank: int = 0, with_epoch: bool = False
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.dataset = dataset
         self.dataset.rank = rank
+        self.with_epoch = with_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -102,7 +113,8 @@ class EpochShuffleSampler(DistributedSampler):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(len(self.dataset), generator=generator).tolist()
         order += order[: self.total_size - len(order)]  # pad as DistributedSampler does: equal shares
-        return iter(order[self.rank : self.total_size : self.num_replicas])
+        share = order[self.rank : self.total_size : self.num_replicas]
+        return iter([(self.epoch, i) for i in share] if self.with_epoch else share)
 
 
 def collate_detections(

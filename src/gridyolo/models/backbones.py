@@ -15,12 +15,13 @@ import torchvision
 from torch import Tensor, nn
 
 from gridyolo.errors import GridyoloError
-from gridyolo.models.darknet import DARKNET24, DARKNET_TINY, Darknet, DarknetLevels
+from gridyolo.models.darknet import DARKNET24, DARKNET_TINY, Darknet, DarknetLevels, darknet_stride
 from gridyolo.models.efficientnet_lite import LITE0_STAGES, efficientnet_lite0, load_state_dict_file
 
 LITE0_STRIDE16_STAGES = 5  # stages 1-5 of Lite0 end at stride 16 (the 5th, 112 channels, has stride 1)
 LITE0_STRIDE16_BLOCKS = sum(stage[4] for stage in LITE0_STAGES[:LITE0_STRIDE16_STAGES])
 LITE0_STRIDE8_BLOCKS = sum(stage[4] for stage in LITE0_STAGES[:3])  # stages 1-3 end at stride 8 (40 channels)
+LITE0_STRIDE4_BLOCKS = sum(stage[4] for stage in LITE0_STAGES[:2])  # stages 1-2 end at stride 4 (24 channels)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -135,11 +136,12 @@ def _resnet(depth: int) -> Callable[[str | None, int], Backbone]:
                 raise GridyoloError(
                     f"{weights}: not a {name} state_dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
                 )
-        out = 2048 if depth >= 50 else 512
+        out, stride = (2048 if depth >= 50 else 512), BACKBONE_STRIDES[name]
         if not levels:
-            return Backbone(ResNetFeatures(model), out, 32, IMAGENET_MEAN, IMAGENET_STD)
+            return Backbone(ResNetFeatures(model), out, stride, IMAGENET_MEAN, IMAGENET_STD)
         module = ResNetLevels(model, levels == 2)
-        return Backbone(module, out, 32, IMAGENET_MEAN, IMAGENET_STD, **_levels(levels, (out // 4, 8), (out, 32)))
+        return Backbone(module, out, stride, IMAGENET_MEAN, IMAGENET_STD,
+                        **_levels(levels, (out // 4, 8), (out, stride)))  # fmt: skip
 
     return build
 
@@ -184,29 +186,42 @@ BACKBONES: dict[str, Callable[[str | None, int], Backbone]] = {
 }
 
 
+# Output stride of each backbone, from the same definitions its constructor builds from (a test checks
+# every built ``Backbone.stride`` and its real output size against it).
+BACKBONE_STRIDES: dict[str, int] = {
+    "resnet18": 32, "resnet34": 32, "resnet50": 32,
+    "darknet": darknet_stride(DARKNET24), "darknet_tiny": darknet_stride(DARKNET_TINY),
+    "efficientnet_lite0": 32, "efficientnet_lite0_s16": 16,
+}  # fmt: skip
+
+
 def backbone_stride(name: str) -> int:
-    """The output stride of a backbone, without building it (32, or 16 for ``efficientnet_lite0_s16``)."""
+    """The output stride of a backbone, without building it (Darknet-24 64, Lite0 stride-16 cut 16, else 32)."""
     if name not in BACKBONES:
         raise GridyoloError(f"unknown backbone '{name}' (choose one of: {', '.join(BACKBONES)})")
-    return 16 if name.endswith("_s16") else 32
+    return BACKBONE_STRIDES[name]
 
 
-def stem_layers(backbone: nn.Module) -> list[nn.Module]:
-    """The backbone's layers that run at stride <= 4 (edge and colour detectors, the most generic part).
+def stem_layers(backbone: nn.Module, max_stride: int = 4) -> list[nn.Module]:
+    """The backbone's layers that run at stride <= ``max_stride`` (4 or 8), the most generic part.
 
-    Freezing them is Detectron2's default for fine-tuning (``FREEZE_AT=2``: stem + res2); their backward
-    pass is also the most expensive per FLOP, so freezing them speeds up CPU training.
+    Freezing the stride-4 ones is Detectron2's default for fine-tuning (``FREEZE_AT=2``: stem + res2),
+    stride 8 its ``FREEZE_AT=3`` (+ res3); their backward pass over the largest maps is also the most
+    expensive per FLOP, so freezing them speeds up CPU training.
     """
+    if max_stride not in (4, 8):
+        raise ValueError(f"the frozen stem ends at stride 4 or 8, not {max_stride}")
     if isinstance(backbone, ResNetFeatures):
-        return [backbone.stem, backbone.layer1]
+        return [backbone.stem, backbone.layer1] + ([backbone.layer2] if max_stride == 8 else [])
     if isinstance(backbone, LiteFeatures):
         net = backbone.net
-        return [net._conv_stem, net._bn0, *list(net._blocks)[:3]]  # blocks 0-2 end at stride 4
+        blocks = LITE0_STRIDE8_BLOCKS if max_stride == 8 else LITE0_STRIDE4_BLOCKS
+        return [net._conv_stem, net._bn0, *list(net._blocks)[:blocks]]
     if isinstance(backbone, Darknet):
         layers, stride = [], 1
         for layer in backbone.layers:
             stride *= 2 if isinstance(layer, nn.MaxPool2d) else layer[0].stride[0]
-            if stride > 4:
+            if stride > max_stride:
                 break
             layers.append(layer)
         return layers

@@ -49,6 +49,14 @@ DARKNET_TINY = [
 ]  # fmt: skip  -- 9 convolutions, stride 32: 448 -> 14×14×512
 
 
+def darknet_stride(layers: list) -> int:
+    """The output stride of a layer list (without building it): the product of the conv strides and pools."""
+    stride = 1
+    for layer in layers:
+        stride *= 2 if layer == "M" else layer[2]
+    return stride
+
+
 def conv_bn_leaky(in_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False),

@@ -24,9 +24,9 @@ from gridyolo.core.decode import decode_targets_batch
 from gridyolo.core.loss import Assign, BoxLoss, ClassLoss, ConfLoss, YoloV1Loss
 from gridyolo.deploy.checkpoint import ModelMeta
 from gridyolo.errors import GridyoloError
-from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
-from gridyolo.evaluation.voc_ap import best_f1_threshold
-from gridyolo.inputs import check_input_size
+from gridyolo.evaluation import coco_ground_truth
+from gridyolo.evaluation.scoring import coco_scores
+from gridyolo.input_guards import check_input_size
 from gridyolo.models import backbone_stride, build_detector, stem_layers
 from gridyolo.training.optim import build_optimizer, lr_lambda
 
@@ -68,8 +68,10 @@ class GridYoloModule(L.LightningModule):
         momentum, weight_decay: weight decay is not applied to norm weights and biases.
         backbone_lr_factor: LR multiplier of the (pre-trained) backbone.
         freeze_backbone_epochs: the backbone is not updated during the first N epochs.
-        freeze_stem: keep the backbone's stride <= 4 layers frozen (weights and BatchNorm statistics)
-            for the whole run (Detectron2's ``FREEZE_AT=2``); for pre-trained backbones.
+        freeze_stem: keep the backbone's layers up to ``freeze_stride`` frozen (weights and BatchNorm
+            statistics) for the whole run; for pre-trained backbones.
+        freeze_stride: where the frozen stem ends: 4 (Detectron2's ``FREEZE_AT=2``) or 8 (``FREEZE_AT=3``:
+            no backward pass through the stride-8 stage either; cheaper CPU steps).
         channels_last: NHWC memory format for model and batches (about 1.8× faster training on CPU
             for EfficientNet-Lite0; see BENCHMARKS.md).
         schedule, warmup_epochs, min_lr_factor, milestones, gamma: see ``optim.lr_lambda``.
@@ -106,6 +108,7 @@ class GridYoloModule(L.LightningModule):
         backbone_lr_factor: NonNegativeFloat = 1.0,
         freeze_backbone_epochs: NonNegativeInt = 0,
         freeze_stem: bool = False,
+        freeze_stride: Literal[4, 8] = 4,
         channels_last: bool = False,
         schedule: Literal["cosine", "multistep"] = "cosine",
         warmup_epochs: NonNegativeFloat = 1.0,
@@ -133,7 +136,7 @@ class GridYoloModule(L.LightningModule):
                                     input_size)  # fmt: skip
         self.backbone_frozen = False  # during the first freeze_backbone_epochs epochs
         self.schedule_steps: tuple[int, int] | None = None  # (total, per epoch) of the LR schedule
-        self.frozen_stem = stem_layers(self.model.backbone) if freeze_stem else []
+        self.frozen_stem = stem_layers(self.model.backbone, freeze_stride) if freeze_stem else []
         for layer in self.frozen_stem:
             layer.requires_grad_(False)
         if channels_last:
@@ -292,10 +295,6 @@ class GridYoloModule(L.LightningModule):
         reader = self.trainer.datamodule.val_reader
         if self._ground_truth is None:
             self._ground_truth = coco_ground_truth(reader)
-        results = coco_results(predictions, reader.info.category_ids)
-        metrics = evaluate_coco(self._ground_truth, results, backend=self.hparams.eval_backend)
+        metrics = coco_scores(reader, predictions, backend=self.hparams.eval_backend, ground_truth=self._ground_truth)
         metrics["images"] = len(predictions)
-        best = best_f1_threshold(reader.records, predictions, len(self.class_names))
-        if best is not None:
-            metrics["f1_threshold"], metrics["f1"] = best  # exact: a rounded-up value drops its own detection
         return metrics
