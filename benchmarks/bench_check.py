@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from common import DATA, QUICK, record
 
-from gridyolo.data.check import dataset_report
+from gridyolo.data.dataset_report import dataset_report
 from gridyolo.data.readers import build_reader
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import copy_voc_subset
 from gridyolo.data import build_reader
+from gridyolo.data.box_cleanup import clip_and_filter_boxes
 from gridyolo.data.images import load_image
-from gridyolo.data.validation import clip_and_filter_boxes
 from gridyolo.data.voc import VOC_CLASSES
 from gridyolo.errors import DatasetError
 

@@ -72,7 +72,7 @@ def test_threshold_text_rounds_down():
 
 def test_the_stored_f1_threshold_is_not_rounded_above_its_detection(coco128_root):
     from gridyolo.data.readers import build_reader
-    from gridyolo.evaluation.runner import score_detections
+    from gridyolo.evaluation.scoring import score_detections
 
     reader = build_reader(str(coco128_root), "coco", "train2017")
     # every object found exactly, the weakest at a score that 4-digit rounding moves up (0.1235 > 0.123456789)
@@ -216,7 +216,7 @@ def test_ctrl_c_before_a_resumed_runs_first_epoch_points_at_the_checkpoint_it_re
 def test_a_jpeg_with_damaged_bytes_inside_is_reported_as_suspect(bccd_root, tmp_path, capsys):
     import cv2
 
-    from gridyolo.data.image_check import inspect_image, jpeg_structure_problem
+    from gridyolo.data.image_scan import inspect_image, jpeg_structure_problem
     from train_helpers import tiny_bccd
 
     root = tiny_bccd(tmp_path / "voc", count=4)

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import copy_voc_subset
 from gridyolo.apps.cli import main
-from gridyolo.data import image_check
-from gridyolo.data.check import dataset_report
+from gridyolo.data import image_scan
 from gridyolo.data.convert import convert_dataset
+from gridyolo.data.dataset_report import dataset_report
 from gridyolo.data.readers import build_reader
 from gridyolo.errors import DatasetError
 from train_helpers import tiny_bccd, tiny_config
@@ -144,7 +144,7 @@ def test_data_check_decodes_every_image_and_reports_by_file(coco128_root, tmp_pa
 
     # the second check reads the cache: nothing is decoded again...
     reader = build_reader(str(root), "coco", "train")
-    monkeypatch.setattr(image_check, "inspect_image", lambda path: pytest.fail(f"decoded {path} again"))
+    monkeypatch.setattr(image_scan, "inspect_image", lambda path: pytest.fail(f"decoded {path} again"))
     again = dataset_report(reader)
     assert again["image_problems"] == report["image_problems"]
     # ...until a file changes (size or mtime)

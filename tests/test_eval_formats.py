@@ -13,9 +13,9 @@ import torch
 
 from conftest import write_yolo_copy
 from gridyolo.apps.cli import main
+from gridyolo.apps.evaluate import evaluate_predictions_file, evaluate_weights
 from gridyolo.data.convert import convert_dataset
 from gridyolo.data.readers import build_reader
-from gridyolo.evaluation.runner import evaluate_predictions_file, evaluate_weights
 
 KEYS = ("map", "map50", "map75")
 
@@ -192,7 +192,8 @@ def test_exported_files_score_what_their_checkpoint_scores(overfit_run, tmp_path
         assert scores["onnx"][key] == pytest.approx(reference[key], abs=1e-4), key
         assert scores["torchscript"][key] == pytest.approx(reference[key], abs=0.01), key
     # the TorchScript score is the file's own forward, run here without gridyolo's predictor
-    from gridyolo.evaluation.runner import label_mapping, remap_labels, score_detections
+    from gridyolo.evaluation.runner import label_mapping, remap_labels
+    from gridyolo.evaluation.scoring import score_detections
 
     scripted = torch.jit.load(str(exports["torchscript"]))
     scripted.conf_threshold, scripted.iou_threshold = 0.001, 0.5

@@ -213,7 +213,7 @@ def _png_header(path: Path, width: int, height: int) -> Path:
 
 
 def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, weights, monkeypatch, capsys):
-    from gridyolo.data.image_check import check_images
+    from gridyolo.data.image_scan import check_images
     from gridyolo.data.images import load_image
 
     bomb = _png_header(tmp_path / "bomb.png", 16000, 16000)

@@ -12,8 +12,8 @@ import gridyolo
 
 PACKAGE = Path(gridyolo.__file__).parent
 # bottom to top (docs/ARCHITECTURE.md); a module may import its own layer and the layers below it
-LAYERS = [("errors", "inputs", "files", "allocator"), ("core",), ("models",), ("data",), ("deploy",), ("evaluation",),
-          ("training",), ("apps", "__main__")]  # fmt: skip
+LAYERS = [("errors", "input_guards", "files", "allocator"), ("core",), ("models",), ("data",), ("deploy",),
+          ("evaluation",), ("training",), ("apps", "__main__")]  # fmt: skip
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 
@@ -58,7 +58,8 @@ def test_the_detect_and_eval_path_imports_no_training_stack():
     code = (
         "import sys, json\n"
         "import gridyolo.apps.cli, gridyolo.apps.detect, gridyolo.evaluation.runner, gridyolo.deploy.predictor\n"
-        "import gridyolo.deploy.onnx_runner, gridyolo.evaluation.predictions\n"
+        "import gridyolo.deploy.onnx_runner, gridyolo.evaluation.predictions, gridyolo.apps.evaluate\n"
+        "import gridyolo.evaluation.scoring\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from gridyolo.apps.evaluate import evaluate_predictions_file
 from gridyolo.errors import GridyoloError
-from gridyolo.evaluation.runner import evaluate_predictions_file
 
 # three images, two classes, four objects; the results hold exactly their boxes
 OBJECTS = [[(10, 10, 60, 50, "cat")], [(20, 30, 90, 80, "dog"), (5, 5, 30, 30, "cat")], [(40, 40, 95, 95, "dog")]]

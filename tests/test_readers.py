@@ -7,7 +7,7 @@ import pytest
 
 from conftest import copy_voc_subset, write_voc_copy, write_yolo_copy
 from gridyolo.data import build_reader
-from gridyolo.data.check import dataset_report
+from gridyolo.data.dataset_report import dataset_report
 from gridyolo.data.voc import VocReader
 
 

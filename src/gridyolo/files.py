@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gridyolo.errors import GridyoloError
+
 # what a run writes into its directory; a directory holding any of them is never reused
 RUN_RECORDS = ("weights", "config.yaml", "status.json", "metrics.csv", "metrics.json")
 
@@ -19,6 +21,25 @@ RUN_RECORDS = ("weights", "config.yaml", "status.json", "metrics.csv", "metrics.
 def cache_dir() -> Path:
     """Where gridyolo keeps what it can recompute: ``$GRIDYOLO_CACHE``, else ``~/.cache/gridyolo``."""
     return Path(os.environ.get("GRIDYOLO_CACHE") or Path.home() / ".cache" / "gridyolo")
+
+
+def require_free_file(path: str, flag: str, exist_ok: bool = False) -> None:
+    """An output file (``flag`` names the option that chose it): never a folder, never an existing file
+    unless ``exist_ok`` (``--exist-ok``). A link counts as existing, even a dangling one."""
+    if os.path.isdir(path):
+        raise GridyoloError(f"{path}: is a folder; {flag} names the output file")
+    if os.path.lexists(path) and not exist_ok:
+        raise GridyoloError(f"{path}: exists; choose another {flag} or pass --exist-ok to overwrite it")
+
+
+def require_empty_folder(path: str, flag: str, exist_ok: bool | None = False) -> None:
+    """An output folder: new or empty, or any folder with ``exist_ok``; ``exist_ok=None``: the command
+    has no ``--exist-ok`` (its results are never overwritten)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise GridyoloError(f"{path}: exists and is not a folder")
+    if os.path.isdir(path) and os.listdir(path) and not exist_ok:
+        hint = "results are never overwritten" if exist_ok is None else "or pass --exist-ok"
+        raise GridyoloError(f"{path}: folder is not empty; choose another {flag} ({hint})")
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from gridyolo import __version__
 from gridyolo.errors import GridyoloError, one_line
-from gridyolo.inputs import batch_size, image_size, positive_int, unit_interval
+from gridyolo.input_guards import batch_size, image_size, positive_int, unit_interval
 
 # What `pip install gridyolo[torch]` adds to the runtime install (pyproject.toml's extra, by import name)
 TORCH_EXTRA = ("torch", "torchvision", "lightning", "jsonargparse", "albumentations", "matplotlib", "tensorboard",
@@ -20,7 +20,7 @@ TORCH_EXTRA = ("torch", "torchvision", "lightning", "jsonargparse", "albumentati
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from gridyolo.data.check import dataset_report, format_report
+    from gridyolo.data.dataset_report import dataset_report, format_report
     from gridyolo.data.readers import build_reader
 
     roots = args.root if args.format == "voc" else args.root[0]
@@ -54,7 +54,7 @@ def _data_convert(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from gridyolo.apps.summary import format_summary, model_summary, summarized_model
-    from gridyolo.inputs import check_input_size
+    from gridyolo.input_guards import check_input_size
     from gridyolo.models import backbone_stride
 
     model, img_size = summarized_model(args.weights, args.config, args.backbone, args.classes, args.grid, args.boxes,
@@ -66,8 +66,8 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from gridyolo.apps.evaluate import evaluate_predictions_file, evaluate_weights
     from gridyolo.evaluation.report import format_metrics_table
-    from gridyolo.evaluation.runner import evaluate_predictions_file, evaluate_weights
 
     roots = args.data if args.format == "voc" else args.data[0]
     if args.format != "voc" and len(args.data) > 1:
@@ -145,6 +145,7 @@ def _export(args: argparse.Namespace) -> int:
         print(format_info(info))
         return 0
     from gridyolo.deploy.export import export_onnx, export_torchscript
+    from gridyolo.files import require_free_file
 
     if not args.weights:
         raise GridyoloError("export needs --weights CKPT (or --info FILE)")
@@ -156,10 +157,7 @@ def _export(args: argparse.Namespace) -> int:
         aoti_out = (out[: -len(".pt2")] if out.endswith(".pt2") else out) + ".aoti.pt2"
         outputs.append(aoti_out)
     for path in outputs:
-        if os.path.isdir(path):
-            raise GridyoloError(f"{path}: is a folder; --out names the exported file")
-        if os.path.lexists(path) and not args.exist_ok:
-            raise GridyoloError(f"{path}: exists; choose another --out or pass --exist-ok to overwrite it")
+        require_free_file(path, "--out", args.exist_ok)
     if args.format == "torchscript":
         info = export_torchscript(args.weights, out, args.img_size)
     elif args.format == "onnx":
@@ -179,14 +177,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from gridyolo.apps.explain import explain
-    from gridyolo.files import new_run_dir
+    from gridyolo.files import new_run_dir, require_empty_folder
 
     layers = [n for n in args.layers.split(",") if n] if args.layers else None
-    if args.out and os.path.exists(args.out):
-        if not os.path.isdir(args.out):
-            raise GridyoloError(f"{args.out}: exists and is not a folder")
-        if os.listdir(args.out) and not args.exist_ok:
-            raise GridyoloError(f"{args.out}: folder is not empty; choose another --out or pass --exist-ok")
+    if args.out:
+        require_empty_folder(args.out, "--out", args.exist_ok)
     out = args.out or str(new_run_dir("runs/explain", "exp"))
     for path in explain(args.weights, args.image, out, args.labels, layers):
         print(f"wrote {path}")

@@ -25,9 +25,9 @@ from gridyolo.deploy.checkpoint import resolve_conf_threshold
 from gridyolo.deploy.export import export_torchscript, fresh_process_parity
 from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError
-from gridyolo.evaluation import coco_ground_truth, coco_results, evaluate_coco
 from gridyolo.evaluation.report import format_metrics_table
 from gridyolo.evaluation.runner import predict_reader
+from gridyolo.evaluation.scoring import coco_scores
 from gridyolo.files import write_json
 from gridyolo.training.cli import run_train
 
@@ -51,8 +51,7 @@ def run_demo(config: str = "configs/demo.yaml", out: str = "runs/demo", extra: l
     predictor = load_predictor(str(weights), "torch", conf_threshold=0.001, iou_threshold=0.5)
     reader = build_reader(str(data_dir), "coco", "val")
     predictions = predict_reader(predictor, reader, batch_size=16)
-    results = coco_results(predictions, reader.info.category_ids)
-    metrics = evaluate_coco(coco_ground_truth(reader), results, "pycocotools")
+    metrics = coco_scores(reader, predictions, backend="pycocotools")
     metrics.pop("pr50", None)
     training = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
     elapsed = round(time.time() - start, 1)

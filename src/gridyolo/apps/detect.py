@@ -30,7 +30,7 @@ from gridyolo.apps.drawing import draw_detections
 from gridyolo.apps.sources import Frame, FrameReader, batched, open_capture, resolve_source, video_properties
 from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError
-from gridyolo.files import new_run_dir
+from gridyolo.files import new_run_dir, require_empty_folder
 
 STAGES = ("read", "preprocess", "model", "decode_nms", "draw_write")
 
@@ -184,7 +184,7 @@ def run_detect(
         raise GridyoloError(f"batch size {batch_size} and max frames {max_frames} must be at least 1")
     resolved = resolve_source(source)  # fails before any output directory is created
     if out:
-        check_output_dir(out)
+        require_empty_folder(out, "--out", exist_ok=None)
     capture = open_capture(resolved) if resolved.kind != "images" else None
     writer = None
     try:  # the capture (and later the writer) is released on every error path
@@ -271,15 +271,6 @@ def run_detect(
         "conf_source": info["conf_source"],
         "skipped": [{"file": path, "reason": reason.split(": ", 1)[-1]} for path, reason in reader.skipped],
     }  # fmt: skip
-
-
-def check_output_dir(out: str) -> None:
-    """``--out`` must be a new or empty folder (results are never overwritten)."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise GridyoloError(f"{out}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()):
-        raise GridyoloError(f"{out}: output directory is not empty (results are never overwritten)")
 
 
 def _unique_name(name: str, used: set[str]) -> str:

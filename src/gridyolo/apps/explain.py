@@ -12,22 +12,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend, nothing set at import
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from gridyolo.apps.drawing import class_colour  # noqa: E402
-from gridyolo.core.grid import activate, assign_cells, cell_boxes  # noqa: E402
-from gridyolo.core.letterbox import boxes_to_input  # noqa: E402
-from gridyolo.data.images import load_image  # noqa: E402
-from gridyolo.data.yolo_txt import read_labels  # noqa: E402
-from gridyolo.deploy.checkpoint import weights_format  # noqa: E402
-from gridyolo.deploy.predictor import load_predictor  # noqa: E402
-from gridyolo.errors import GridyoloError  # noqa: E402
+from gridyolo.apps.drawing import class_colour
+from gridyolo.core.grid import activate, assign_cells, cell_boxes
+from gridyolo.core.letterbox import boxes_to_input
+from gridyolo.data.images import load_image
+from gridyolo.data.yolo_txt import read_labels
+from gridyolo.deploy.checkpoint import weights_format
+from gridyolo.deploy.predictor import load_predictor
+from gridyolo.errors import GridyoloError
 
 
 def default_layers(model: torch.nn.Module) -> list[str]:
@@ -38,7 +35,8 @@ def default_layers(model: torch.nn.Module) -> list[str]:
 
 
 def _figure(image: np.ndarray, title: str):
-    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]), dpi=110)
+    fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1]), dpi=110)
+    ax = fig.subplots()
     ax.imshow(image)
     ax.set_title(title, fontsize=10)
     ax.set_axis_off()
@@ -54,7 +52,6 @@ def _draw_grid(ax, size: int, s: int) -> None:
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return str(path)
 
 
@@ -162,7 +159,8 @@ def explain(
 
     for name in layers:
         features = captured[name][0]
-        fig, ax = plt.subplots(figsize=(7, 7), dpi=110)
+        fig = Figure(figsize=(7, 7), dpi=110)
+        ax = fig.subplots()
         ax.imshow(tile_features(features), cmap="viridis")
         ax.set_title(f"{name}: {min(32, features.shape[0])} of {features.shape[0]} channels, "
                      f"{features.shape[1]}×{features.shape[2]}", fontsize=9)  # fmt: skip

@@ -22,7 +22,7 @@ import numpy as np
 
 from gridyolo.data.images import IMAGE_SUFFIXES, load_image, to_rgb_uint8
 from gridyolo.errors import DatasetError, GridyoloError
-from gridyolo.inputs import check_image_pixels, require_regular_file
+from gridyolo.input_guards import check_image_pixels, require_regular_file
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 

@@ -183,7 +183,7 @@ def _model_of_config(path: str) -> dict:
 
     from gridyolo.data.classes import parse_class_list
     from gridyolo.errors import GridyoloError
-    from gridyolo.inputs import require_regular_file
+    from gridyolo.input_guards import require_regular_file
 
     require_regular_file(path, "config")
     try:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gridyolo.data.box_cleanup import clip_and_filter_boxes
 from gridyolo.data.images import load_image
 from gridyolo.data.sample import BoxIssue, DatasetInfo, ImageRecord, Sample
-from gridyolo.data.validation import clip_and_filter_boxes
 from gridyolo.errors import DatasetError
 
 # written first and removed last by ``data convert``: a root holding it was left half-written

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import yaml
 
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import repeated, require_regular_file
+from gridyolo.input_guards import repeated, require_regular_file
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -6,13 +6,53 @@ import glob
 import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 
 from gridyolo.data.base import DetectionReader, check_root_exists, format_hint
-from gridyolo.data.sample import DatasetInfo
+from gridyolo.data.sample import DatasetInfo, ImageRecord
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import repeated, require_regular_file
+from gridyolo.input_guards import repeated, require_regular_file
+
+
+def records_to_coco(
+    records: Sequence[ImageRecord],
+    category_ids: Sequence[int],
+    class_names: Sequence[str],
+    image_ids: Sequence[int] | None = None,
+    file_names: Sequence[str] | None = None,
+) -> dict:
+    """COCO ``images`` / ``annotations`` / ``categories`` of these records (what ``data convert`` writes and
+    what evaluation scores a non-COCO dataset against).
+
+    ``bbox`` is xywh in pixels, ``area`` the box area, ``category_id`` ``category_ids[label]``; VOC's
+    difficult objects are ``iscrowd=1`` with ``difficult=1`` (pycocotools ignores them as crowd regions,
+    ``evaluation.coco_metrics.evaluate_coco`` matches them by IoU as the VOC devkit does); crowd objects
+    ``iscrowd=1``. Annotation ids count from 1. ``image_ids`` / ``file_names``: the records' own by default.
+    """
+    image_ids = [r.image_id for r in records] if image_ids is None else image_ids
+    file_names = [r.file for r in records] if file_names is None else file_names
+    images, annotations = [], []
+    for record, image_id, name in zip(records, image_ids, file_names):
+        images.append({"id": int(image_id), "file_name": name, "width": record.width, "height": record.height})
+        rows = [(b, lab, bool(d), False) for b, lab, d in zip(record.boxes, record.labels, record.difficult)]
+        rows += [(b, lab, False, True) for b, lab in zip(record.crowd_boxes, record.crowd_labels)]
+        for box, label, difficult, crowd in rows:
+            x1, y1, x2, y2 = (float(v) for v in box)
+            annotation = {
+                "id": len(annotations) + 1,
+                "image_id": int(image_id),
+                "category_id": int(category_ids[int(label)]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": int(difficult or crowd),
+            }
+            if difficult:
+                annotation["difficult"] = 1
+            annotations.append(annotation)
+    categories = [{"id": int(i), "name": n} for i, n in zip(category_ids, class_names)]
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 def load_json(path: str) -> dict:

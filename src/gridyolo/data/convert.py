@@ -29,10 +29,10 @@ import numpy as np
 import yaml
 
 from gridyolo.data.base import INCOMPLETE_MARKER, DetectionReader
-from gridyolo.data.coco import CocoReader
+from gridyolo.data.coco import CocoReader, records_to_coco
 from gridyolo.data.sample import ImageRecord
 from gridyolo.errors import DatasetError, GridyoloError
-from gridyolo.files import write_text
+from gridyolo.files import require_empty_folder, write_text
 
 TARGETS = ("coco", "voc", "yolo")
 IMAGE_MODES = ("copy", "symlink", "hardlink")
@@ -66,10 +66,7 @@ def convert_dataset(
         raise GridyoloError(f"--images must be one of {', '.join(IMAGE_MODES)}, got '{images}'")
     if not split or os.sep in split or split in (".", ".."):
         raise GridyoloError(f"split name '{split}' must be a plain name")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise GridyoloError(f"{out}: exists and is not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not exist_ok:
-        raise GridyoloError(f"{out}: folder is not empty; choose a new --out or pass --exist-ok to add to it")
+    require_empty_folder(out, "--out", exist_ok)
     _refuse_an_output_inside_the_source(reader, out, source_roots)
     names = _unique_names(reader.records)
     if to == "yolo":  # refused before the first file is written, not after
@@ -184,32 +181,12 @@ def _lost(crowd: int, difficult: int, fmt: str) -> list[str]:
 def _write_coco(reader: DetectionReader, out: str, split: str, names: list[str], mode: str) -> list[str]:
     keep_ids = isinstance(reader, CocoReader)
     category_ids = list(reader.info.category_ids) if keep_ids else list(range(1, reader.info.num_classes + 1))
-    images, annotations = [], []
+    image_ids = [record.image_id if keep_ids else record.image_id + 1 for record in reader.records]
     for record, name in zip(reader.records, names):
-        image_id = record.image_id if keep_ids else record.image_id + 1
-        images.append({"id": image_id, "file_name": name, "width": record.width, "height": record.height})
-        rows = [(b, lab, bool(d), False) for b, lab, d in zip(record.boxes, record.labels, record.difficult)]
-        rows += [(b, lab, False, True) for b, lab in zip(record.crowd_boxes, record.crowd_labels)]
-        for box, label, difficult, crowd in rows:
-            x1, y1, x2, y2 = (float(v) for v in box)
-            ann = {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": category_ids[int(label)],
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": int(difficult or crowd),
-            }
-            if difficult:
-                ann["difficult"] = 1
-            annotations.append(ann)
         _place_image(record.file, os.path.join(out, split, name), mode)
-    categories = [{"id": i, "name": n} for i, n in zip(category_ids, reader.info.class_names)]
     data = {
         "info": {"description": f"converted by gridyolo from {reader.name}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
+        **records_to_coco(reader.records, category_ids, reader.info.class_names, image_ids, names),
     }
     write_text(os.path.join(out, "annotations", f"instances_{split}.json"), json.dumps(data))
     return []

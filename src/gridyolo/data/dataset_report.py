@@ -8,7 +8,7 @@ import numpy as np
 
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.grid_fit import grid_report
-from gridyolo.data.image_check import FATAL, check_images
+from gridyolo.data.image_scan import FATAL, check_images
 
 
 def dataset_report(
@@ -22,7 +22,7 @@ def dataset_report(
     ``image_sizes`` (``"WxH"`` -> images, most common first), ``clipped`` and ``dropped``
     (lists of ``{"file", "reason", "box"}``), ``notes`` (findings that changed nothing),
     ``image_problems`` (``{"file", "kind", "detail"}`` from decoding every image, see
-    ``image_check``; absent when ``decode_images`` is off), ``grid`` (with a backbone ``stride``: object
+    ``image_scan``; absent when ``decode_images`` is off), ``grid`` (with a backbone ``stride``: object
     sizes, cell ownership per grid size, a recommended grid and input size; ``grid_fit.grid_report``)
     and ``ok`` (no problem that stops training).
     """

@@ -4,7 +4,7 @@ Findings, per file: ``unreadable`` (missing, or no permission), ``truncated`` (a
 marker or a PNG without its IEND chunk: OpenCV 5 refuses them, OpenCV 4 decodes them with a grey
 tail, silently), ``corrupt`` (the decoder gives up on a complete file), ``size_mismatch`` (the decoded
 size differs from the annotated one), ``too_large`` (above the pixel limit,
-``inputs.max_image_pixels``). Each of them stops training before its first step. ``suspect``: a JPEG
+``input_guards.max_image_pixels``). Each of them stops training before its first step. ``suspect``: a JPEG
 that decodes but whose marker structure shows damaged bytes inside its image data (libjpeg only warns,
 and fills the rest with grey); reported, and training warns.
 
@@ -30,7 +30,7 @@ from gridyolo.data.images import header_size
 from gridyolo.data.sample import ImageRecord
 from gridyolo.errors import DatasetError
 from gridyolo.files import cache_dir, write_json
-from gridyolo.inputs import check_image_pixels, require_regular_file
+from gridyolo.input_guards import check_image_pixels, require_regular_file
 
 FATAL = ("unreadable", "truncated", "corrupt", "size_mismatch", "too_large")
 _CACHE_VERSION = 2  # 2: suspect JPEGs

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import check_image_pixels, require_regular_file
+from gridyolo.input_guards import check_image_pixels, require_regular_file
 
 _PILLOW_LIMIT_LOCK = threading.Lock()
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from types import ModuleType
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
-import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 from jsonargparse.typing import ClosedUnitInterval, restricted_number_type
@@ -22,6 +21,16 @@ from gridyolo.errors import GridyoloError
 
 HueFraction = restricted_number_type("HueFraction", float, [(">=", 0.0), ("<=", 0.5)])
 ColourFactor = restricted_number_type("ColourFactor", float, (">=", 1.0))
+
+
+def _albumentations() -> ModuleType:
+    """albumentations, imported when a transform is first built: its import asks PyPI for a newer version
+    (a network call with a 2 s timeout) unless ``NO_ALBUMENTATIONS_UPDATE`` is set, so it is set first
+    (``setdefault``: a value the user chose stays)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
 
 
 @dataclass
@@ -74,6 +83,7 @@ class TrainTransform:
         self.resize_mode = resize_mode
         self.augment = augment or AugmentConfig()
         cfg = self.augment
+        A = _albumentations()  # noqa: N806 -- albumentations' usual name
         steps: list = []
         if cfg.mosaic > 0:
             steps.append(

@@ -13,7 +13,7 @@ from gridyolo.data.classes import VOC_CLASSES, parse_class_list
 from gridyolo.data.images import IMAGE_SUFFIXES, read_image_size
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import repeated, require_regular_file
+from gridyolo.input_guards import repeated, require_regular_file
 
 
 class VocReader(DetectionReader):

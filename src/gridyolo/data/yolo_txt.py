@@ -13,7 +13,7 @@ from gridyolo.data.classes import yaml_names
 from gridyolo.data.images import IMAGE_SUFFIXES, read_image_size
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.errors import DatasetError
-from gridyolo.inputs import require_regular_file
+from gridyolo.input_guards import require_regular_file
 
 
 def find_data_yaml(root: str) -> str:

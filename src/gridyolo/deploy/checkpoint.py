@@ -14,7 +14,7 @@ import torch
 from gridyolo import __version__
 from gridyolo.deploy.formats import DEFAULT_CONF_THRESHOLD, resolve_conf_threshold, weights_format  # noqa: F401
 from gridyolo.errors import GridyoloError
-from gridyolo.inputs import require_regular_file
+from gridyolo.input_guards import require_regular_file
 from gridyolo.models import Detector, build_detector
 
 

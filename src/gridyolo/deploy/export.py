@@ -25,7 +25,7 @@ from gridyolo.deploy.inference import InferenceModel
 from gridyolo.deploy.onnx_runner import METADATA_KEY
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path
-from gridyolo.inputs import check_input_size
+from gridyolo.input_guards import check_input_size
 from gridyolo.models import GridHead, backbone_stride, check_head_input_size
 
 METADATA_FILE = METADATA_KEY  # one name for the metadata of every export format

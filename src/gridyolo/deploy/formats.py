@@ -7,7 +7,7 @@ import zipfile
 from typing import Any
 
 from gridyolo.errors import GridyoloError
-from gridyolo.inputs import require_regular_file
+from gridyolo.input_guards import require_regular_file
 
 DEFAULT_CONF_THRESHOLD = 0.25
 FORMATS = ("checkpoint", "torchscript", "onnx", "pt2", "aoti")

@@ -50,7 +50,7 @@ def load_predictor(
 
     Args:
         backend: ``auto``, ``torch`` or ``onnxruntime`` (see the module docstring).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (resolved here: ``inputs.resolve_device``; an
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (resolved here: ``input_guards.resolve_device``; an
             ONNX file runs on the CPU and resolves ``auto`` without importing torch).
         img_size: the square input size; default: the one it was trained (or exported) at.
         conf_threshold: ``None``: the model's own (F1-optimal on its validation split, stored at
@@ -75,7 +75,7 @@ def load_predictor(
             raise
         raise GridyoloError(f"{weights}: a {kind} file runs with torch ({exc.name} is not installed): install "
                             "gridyolo[torch], or detect with its ONNX export") from None  # fmt: skip
-    from gridyolo.inputs import resolve_device
+    from gridyolo.input_guards import resolve_device
 
     return load_torch_predictor(weights, kind, backend, resolve_device(device), img_size, thresholds, channels_last,
                                 trust_compiled)  # fmt: skip

@@ -39,7 +39,7 @@ from gridyolo.deploy.formats import weights_format
 from gridyolo.deploy.onnx_runner import METADATA_KEY
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path
-from gridyolo.inputs import check_input_size
+from gridyolo.input_guards import check_input_size
 from gridyolo.models import backbone_stride, check_head_input_size
 
 

@@ -16,7 +16,7 @@ from gridyolo.deploy import ort_backend
 from gridyolo.deploy.checkpoint import load_checkpoint, resolve_conf_threshold
 from gridyolo.deploy.export import inference_from_checkpoint, load_torchscript
 from gridyolo.errors import GridyoloError
-from gridyolo.inputs import check_input_size
+from gridyolo.input_guards import check_input_size
 from gridyolo.models import backbone_stride, check_head_input_size
 
 

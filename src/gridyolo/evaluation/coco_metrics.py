@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from gridyolo.data.base import DetectionReader
-from gridyolo.data.coco import CocoReader
+from gridyolo.data.coco import CocoReader, records_to_coco
 
 BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
 STAT_NAMES = (
@@ -45,8 +45,8 @@ def coco_ground_truth(reader: DetectionReader) -> dict:
     A COCO dataset is evaluated against its own annotation file (its ``area`` fields, which set small /
     medium / large, are segmentation areas). Other formats are converted: ``area`` is the box area,
     category ids are ``info.category_ids``, and VOC's difficult objects are written ``iscrowd=1`` with
-    ``difficult=1``: plain pycocotools then ignores them as crowd regions, and ``evaluate_coco`` matches
-    them by IoU as the VOC devkit does.
+    ``difficult=1`` (``data.coco.records_to_coco``): plain pycocotools then ignores them as crowd regions,
+    and ``evaluate_coco`` matches them by IoU as the VOC devkit does.
     """
     if is_coco(reader):
         source = getattr(reader, "parent", reader)
@@ -57,27 +57,7 @@ def coco_ground_truth(reader: DetectionReader) -> dict:
             data = {**data, "images": [i for i in data["images"] if i["id"] in keep],
                     "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}  # fmt: skip
         return data
-    images, annotations = [], []
-    ids = reader.info.category_ids
-    for record in reader.records:
-        images.append({"id": record.image_id, "file_name": record.file, "width": record.width, "height": record.height})
-        rows = [(b, lab, bool(d), False) for b, lab, d in zip(record.boxes, record.labels, record.difficult)]
-        rows += [(b, lab, False, True) for b, lab in zip(record.crowd_boxes, record.crowd_labels)]
-        for box, label, difficult, crowd in rows:
-            x1, y1, x2, y2 = (float(v) for v in box)
-            annotation = {
-                "id": len(annotations) + 1,
-                "image_id": record.image_id,
-                "category_id": int(ids[int(label)]),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": int(difficult or crowd),
-            }
-            if difficult:
-                annotation["difficult"] = 1
-            annotations.append(annotation)
-    categories = [{"id": int(i), "name": n} for i, n in zip(ids, reader.info.class_names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    return records_to_coco(reader.records, reader.info.category_ids, reader.info.class_names)
 
 
 def coco_results(detections: Mapping[int, Mapping], category_ids: tuple[int, ...] | list[int]) -> list[dict]:

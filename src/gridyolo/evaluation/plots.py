@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no global backend, nothing set at import
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from gridyolo.data.sample import ImageRecord  # noqa: E402
-from gridyolo.evaluation.voc_ap import _iou  # noqa: E402
+from gridyolo.data.sample import ImageRecord
+from gridyolo.evaluation.voc_ap import _iou
 
 
 def confusion_matrix(
@@ -46,7 +43,8 @@ def confusion_matrix(
 
 def plot_pr_curves(pr50: Mapping[str, Sequence[float]], path: str) -> None:
     """Precision against recall at IoU 0.5, one line per class (COCOeval's 101 recall points)."""
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
     recall = np.linspace(0, 1, 101)
     for name, precision in pr50.items():
         p = np.asarray(precision, dtype=np.float64)
@@ -62,7 +60,8 @@ def plot_confusion_matrix(
     matrix: np.ndarray, class_names: Sequence[str], path: str, conf_threshold: float | None = None
 ) -> None:
     names = [*class_names, "background"]
-    fig, ax = plt.subplots(figsize=(max(5, len(names) * 0.45), max(4, len(names) * 0.4)))
+    fig = Figure(figsize=(max(5, len(names) * 0.45), max(4, len(names) * 0.4)))
+    ax = fig.subplots()
     ax.imshow(np.log1p(matrix), cmap="Blues")
     title = "confusion matrix" + (f" (score >= {conf_threshold:.3g})" if conf_threshold is not None else "")
     ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="true", ylabel="predicted", title=title)
@@ -81,7 +80,8 @@ def plot_label_distribution(records: Sequence[ImageRecord], class_names: Sequenc
     rel = [np.stack([(r.boxes[:, 2] - r.boxes[:, 0]) / r.width, (r.boxes[:, 3] - r.boxes[:, 1]) / r.height], 1)
            for r in records if len(r.labels)]  # fmt: skip
     rel = np.concatenate(rel) if rel else np.zeros((0, 2))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    a, b = fig.subplots(1, 2)
     a.bar(range(len(class_names)), np.bincount(labels, minlength=len(class_names)))
     a.set(title="boxes per class", xticks=range(len(class_names)))
     a.set_xticklabels(class_names, rotation=90, fontsize=7)
@@ -92,7 +92,8 @@ def plot_label_distribution(records: Sequence[ImageRecord], class_names: Sequenc
 
 def plot_training_curves(history: Sequence[Mapping], path: str) -> None:
     """Epoch-mean training loss and validation mAP per epoch (``RunSummary``'s history rows)."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    a, b = fig.subplots(1, 2)
     rows = [h for h in history if h.get("train_loss") is not None]
     a.plot([h["epoch"] for h in rows], [h["train_loss"] for h in rows], marker="o")
     a.set(title="training loss (epoch mean)", xlabel="epoch")
@@ -108,4 +109,3 @@ def _save(fig, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

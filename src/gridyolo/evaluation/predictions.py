@@ -30,7 +30,7 @@ import numpy as np
 
 from gridyolo.data.base import DetectionReader
 from gridyolo.errors import GridyoloError
-from gridyolo.inputs import require_regular_file
+from gridyolo.input_guards import require_regular_file
 
 Predictions = dict[int, dict[str, np.ndarray]]
 

@@ -155,7 +155,8 @@ class RunSummary(L.Callback):
         if not best_path or not os.path.isfile(best_path) or getattr(data, "val_reader", None) is None:
             return last, "the last validation"
         from gridyolo.deploy.predictor import load_predictor
-        from gridyolo.evaluation.runner import predict_reader, score_detections
+        from gridyolo.evaluation.runner import predict_reader
+        from gridyolo.evaluation.scoring import score_detections
 
         hp = pl_module.hparams
         predictor = load_predictor(best_path, "torch", str(pl_module.device), None, hp.conf_threshold,

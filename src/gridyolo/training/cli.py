@@ -32,7 +32,36 @@ from gridyolo.training.interrupts import CtrlC
 from gridyolo.training.module import GridYoloModule
 from gridyolo.training.resume import refuse_changed_settings
 
+# The one thing handed between processes: Lightning's DDP launcher re-runs this command for ranks > 0
+# with the parent's environment, and they must write into the run directory rank 0 created.
 RUN_DIR_ENV = "GRIDYOLO_RUN_DIR"
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (``LOCAL_RANK``, set by Lightning's launcher; 0 alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class RunPlacement:
+    """Where this run writes, and the folders it created to get there, so a refused run removes them."""
+
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
+        self.created: list[Path] = []  # the run directory's project folders that did not exist, innermost first
+
+    def allocate(self, project: Path, name: str, exist_ok: bool) -> Path:
+        self.created = [p for p in (project, *project.parents) if not p.exists()]
+        self.run_dir = new_run_dir(project, name, exist_ok)
+        return self.run_dir
+
+    def remove_if_empty(self) -> None:
+        """A refused run leaves nothing: its run directory, and the project folders it created, if empty."""
+        if self.run_dir is None or local_rank() != 0:
+            return
+        with contextlib.suppress(OSError):  # not empty, or gone: keep whatever is there
+            os.rmdir(self.run_dir)
+            for folder in self.created:
+                os.rmdir(folder)
 
 
 class ProgressBar(TQDMProgressBar):
@@ -61,6 +90,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 class GridYoloCLI(LightningCLI):
+    def __init__(self, *args, placement: RunPlacement, **kwargs) -> None:
+        self.placement = placement  # before LightningCLI's __init__, which runs the hooks below
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--project", default="runs/train", help="folder of the run directories")
         parser.add_argument("--name", default="exp", help="run name; incremented (exp2, exp3...) when taken")
@@ -81,22 +114,19 @@ class GridYoloCLI(LightningCLI):
             # a clear error now rather than a traceback from inside fit; and what it holds
             self.resume_checkpoint = load_checkpoint(resume)
             self.resume_epochs_done = int(self.resume_checkpoint.get("epoch", -1)) + 1
-        # Lightning's DDP launcher re-runs this command for ranks > 0 with the parent's environment:
-        # they must write into the run directory rank 0 created, not allocate one of their own.
+        # DDP ranks > 0 write into the run directory rank 0 created, not one of their own
         inherited = os.environ.get(RUN_DIR_ENV)
-        if inherited and int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        if inherited and local_rank() > 0:
             self.run_dir = Path(inherited)
         else:
-            project = Path(self.config["project"])
-            # the folders this run creates above its own: a refused run removes them again
-            _CREATED_ABOVE[:] = [p for p in (project, *project.parents) if not p.exists()]
-            self.run_dir = new_run_dir(project, self.config["name"], self.config["exist_ok"])
+            config = self.config
+            self.run_dir = self.placement.allocate(Path(config["project"]), config["name"], config["exist_ok"])
             os.environ[RUN_DIR_ENV] = str(self.run_dir)
 
     def record_validation_split(self) -> None:
         """``val_split.json``: which images a carved validation split holds (``data.carve``)."""
         carved = getattr(self.datamodule, "carved", None)
-        if carved and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        if carved and local_rank() == 0:
             write_json(self.run_dir / "val_split.json", carved)  # which images validated this run
 
     def instantiate_trainer(self, **kwargs):
@@ -166,8 +196,9 @@ def run_train(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting")
     # a run folder is new, or holds no run records (files.new_run_dir): nothing of a run's logs is lost
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if local_rank() == 0:
         os.environ.pop(RUN_DIR_ENV, None)  # left by an earlier run in this process; DDP ranks > 0 need it
+    placement = RunPlacement()
     try:
         cli = GridYoloCLI(
             GridYoloModule,
@@ -178,21 +209,22 @@ def run_train(argv: Sequence[str]) -> int:
             seed_everything_default=0,
             parser_kwargs={"exit_on_error": False, "prog": "gridyolo train"},
             save_config_kwargs={"overwrite": False},
+            placement=placement,
         )
     except ArgumentError as exc:
         raise GridyoloError(f"bad training configuration: {' '.join(str(exc).split())}") from None
     except BaseException:
-        _remove_empty_run_dir()  # a run that never started leaves no folder behind
+        placement.remove_if_empty()  # a run that never started leaves no folder behind
         raise
     if cli.config.get("resume"):
-        _refuse_a_resume_with_nothing_left(cli.config["resume"], cli.resume_epochs_done, cli.trainer.max_epochs)
         try:
+            _refuse_a_resume_with_nothing_left(cli.config["resume"], cli.resume_epochs_done, cli.trainer.max_epochs)
             refuse_changed_settings(cli.config["resume"], cli.resume_checkpoint, cli.model, cli.datamodule)
         except GridyoloError:
-            _remove_empty_run_dir()
+            placement.remove_if_empty()
             raise
         del cli.resume_checkpoint  # Lightning reads it again for fit; do not hold two copies
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if local_rank() == 0:
         _warn_if_the_grid_does_not_fit(cli.model, cli.datamodule)
     cli.ctrl_c.install()
     try:
@@ -224,19 +256,5 @@ def _warn_if_the_grid_does_not_fit(model: GridYoloModule, data: DetectionDataMod
 
 def _refuse_a_resume_with_nothing_left(resume: str, done: int, max_epochs: int | None) -> None:
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
-        _remove_empty_run_dir()
         raise GridyoloError(f"{resume} holds {done} finished epoch(s) and --trainer.max_epochs is {max_epochs}: "
                             f"nothing left to train; give --trainer.max_epochs {done + 1} or more")  # fmt: skip
-
-
-_CREATED_ABOVE: list[Path] = []  # project folders (innermost first) that did not exist before this run
-
-
-def _remove_empty_run_dir() -> None:
-    """A refused run leaves nothing: its run directory, and the project folders it created, if empty."""
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    if run_dir and int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        with contextlib.suppress(OSError):  # not empty, or gone: keep whatever is there
-            os.rmdir(run_dir)
-            for folder in _CREATED_ABOVE:
-                os.rmdir(folder)
