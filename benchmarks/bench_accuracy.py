@@ -64,6 +64,8 @@ ASSIGNMENTS = {  # which predictors learn an object (core.loss: assign, ignore_i
     "all_predictors_24_epochs": [*BEST_LOSS, "--model.assign", "all_predictors", "--trainer.max_epochs", "24"],
     # cheaper epochs: the backbone frozen up to stride 8 (no backward through the stride-8 stage)
     "all_predictors_freeze8": [*BEST_LOSS, "--model.assign", "all_predictors", "--model.freeze_stride", "8"],
+    # YOLOv2's ignore rule with both predictors learning: what made the fine grid win on coco128_large
+    "all_predictors_ignore_iou": [*BEST_LOSS, "--model.assign", "all_predictors", "--model.ignore_iou", "0.5"],
 }
 FREEZE8 = ["--model.freeze_stride", "8"]
 SYNTHETIC_RUNS = {  # the demo config; "demo" itself with YOLOv1's loss (the demo's default is sse+ciou/bce/ce)
@@ -81,6 +83,8 @@ SYNTHETIC_RUNS = {  # the demo config; "demo" itself with YOLOv1's loss (the dem
                                                  "--model.grid_size", "8"]),
     "demo_all_predictors_24_epochs_freeze8": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors_24_epochs"],
                                                                     *FREEZE8]),
+    "demo_s8_ignore_iou_24_epochs": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors"], "--model.ignore_iou", "0.5",
+                                                           "--model.grid_size", "8", "--trainer.max_epochs", "24"]),
 }
 RUNS = {  # config, extra overrides (ResNet-18 and tiny Darknet from scratch)
     "efficientnet_lite0": ("configs/bccd_lite0.yaml", YOLOV1),
