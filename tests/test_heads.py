@@ -131,7 +131,7 @@ def test_a_run_with_the_s8_head_trains_records_and_reloads_it(bccd_root, tmp_pat
     """`--model.head space_to_depth_s8` through `gridyolo train`: the checkpoint carries the head, detect /
     eval rebuild it; an input size the head cannot divide is one line, exit 2, before any run folder."""
     from gridyolo.apps.cli import main
-    from gridyolo.deploy.checkpoint import detector_from_checkpoint
+    from gridyolo.models.checkpoint import detector_from_checkpoint
     from train_helpers import tiny_bccd, tiny_config
 
     root = tiny_bccd(tmp_path / "bccd", count=4)

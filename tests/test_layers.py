@@ -12,8 +12,8 @@ import gridyolo
 
 PACKAGE = Path(gridyolo.__file__).parent
 # bottom to top (docs/ARCHITECTURE.md); a module may import its own layer and the layers below it
-LAYERS = [("errors", "input_guards", "files", "allocator"), ("core",), ("models",), ("data",), ("deploy",),
-          ("evaluation",), ("training",), ("apps", "__main__")]  # fmt: skip
+LAYERS = [("errors", "input_guards", "files", "allocator", "weights_kind"), ("core",), ("models",), ("data",),
+          ("deploy",), ("evaluation",), ("training",), ("apps", "__main__")]  # fmt: skip
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 

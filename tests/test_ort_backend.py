@@ -117,8 +117,8 @@ def test_mismatch_or_failed_export_falls_back_to_torch(checkpoint, tmp_path, mon
 
 def test_a_cache_hit_reads_neither_the_checkpoint_nor_the_eager_model(checkpoint, monkeypatch):
     load_predictor(str(checkpoint))  # exports and checks
-    from gridyolo.deploy import checkpoint as checkpoint_module
     from gridyolo.deploy import export, torch_predictor
+    from gridyolo.models import checkpoint as checkpoint_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("read the checkpoint or built the eager model on a cache hit")

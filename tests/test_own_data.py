@@ -15,9 +15,9 @@ from gridyolo.data.classes import parse_class_list
 from gridyolo.data.grid_fit import grid_report, grid_warnings, input_fractions, owning_share
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import ImageRecord
-from gridyolo.deploy.checkpoint import load_checkpoint
 from gridyolo.errors import DatasetError
 from gridyolo.evaluation.voc_ap import best_f1_threshold, threshold_text
+from gridyolo.models.checkpoint import load_checkpoint
 from train_helpers import tiny_bccd, tiny_config, write_checkpoint
 
 CLASSES = ["RBC", "WBC", "Platelets"]
@@ -129,7 +129,7 @@ def test_what_ships_is_what_is_shown(overfit_run, tmp_path, capsys):
 
 
 def test_summary_shows_exactly_the_checkpoint_and_the_formula_holds(tmp_path, capsys):
-    from gridyolo.deploy.checkpoint import detector_from_checkpoint
+    from gridyolo.models.checkpoint import detector_from_checkpoint
 
     weights = write_checkpoint(tmp_path / "m.ckpt", CLASSES, backbone="efficientnet_lite0", grid_size=4)
     assert main(["summary", "--weights", str(weights), "--json"]) == 0

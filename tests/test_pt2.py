@@ -15,10 +15,10 @@ import torch
 
 from gridyolo.apps.cli import main
 from gridyolo.core.decode import decode_grid
-from gridyolo.deploy.formats import weights_format
 from gridyolo.deploy.predictor import load_predictor
 from gridyolo.deploy.pt2 import Pt2Model
 from gridyolo.errors import GridyoloError
+from gridyolo.weights_kind import weights_format
 from train_helpers import write_checkpoint
 
 NAMES = ["a", "b", "c"]

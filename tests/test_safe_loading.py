@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from gridyolo.apps.cli import main
-from gridyolo.deploy.checkpoint import load_checkpoint, weights_format
 from gridyolo.errors import GridyoloError
+from gridyolo.models.checkpoint import load_checkpoint
+from gridyolo.weights_kind import weights_format
 from train_helpers import tiny_bccd, tiny_config, write_checkpoint
 
 CLASSES = ["RBC", "WBC", "Platelets"]

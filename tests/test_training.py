@@ -13,8 +13,8 @@ import torch
 from conftest import ROOT
 from gridyolo.apps.cli import main
 from gridyolo.data.datamodule import DetectionDataModule
-from gridyolo.deploy.checkpoint import detector_from_checkpoint
 from gridyolo.models import BACKBONES, stem_layers
+from gridyolo.models.checkpoint import detector_from_checkpoint
 from gridyolo.training.module import GridYoloModule, NonFiniteLossError
 from train_helpers import tiny_bccd, tiny_config
 

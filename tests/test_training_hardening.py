@@ -18,7 +18,7 @@ from gridyolo.data.datamodule import DetectionDataModule
 from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler
 from gridyolo.data.readers import build_reader
 from gridyolo.data.transforms import AugmentConfig, TrainTransform
-from gridyolo.deploy.checkpoint import load_checkpoint
+from gridyolo.models.checkpoint import load_checkpoint
 from gridyolo.training.callbacks import RunStatus
 from gridyolo.training.cli import default_precision
 from gridyolo.training.module import GridYoloModule

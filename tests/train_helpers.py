@@ -48,8 +48,8 @@ def write_checkpoint(
     """
     import torch
 
-    from gridyolo.deploy.checkpoint import ModelMeta
     from gridyolo.models import build_detector
+    from gridyolo.models.checkpoint import ModelMeta
 
     torch.manual_seed(seed)
     model = build_detector(backbone, len(class_names), grid_size, 2, None, head_channels, head, input_size).eval()

@@ -19,8 +19,8 @@ import torch
 
 from gridyolo.apps.cli import main
 from gridyolo.data.synthetic import SHAPES, write_synthetic_coco
-from gridyolo.deploy.checkpoint import ModelMeta
 from gridyolo.models import build_detector
+from gridyolo.models.checkpoint import ModelMeta
 
 
 def random_checkpoint(path: Path) -> Path:

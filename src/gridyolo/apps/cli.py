@@ -8,9 +8,10 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from gridyolo import __version__
+from gridyolo.core.decode_settings import DEFAULT_CONF_THRESHOLD, DEFAULT_IOU_THRESHOLD
 from gridyolo.errors import GridyoloError, one_line
 from gridyolo.input_guards import batch_size, image_size, positive_int, unit_interval
 
@@ -76,15 +77,16 @@ def _eval(args: argparse.Namespace) -> int:
         raise GridyoloError("eval needs exactly one of --weights CKPT or --predictions FILE|FOLDER")
     if args.weights:
         metrics = evaluate_weights(
-            args.weights, roots, args.format, args.split, args.batch, args.conf, args.iou, args.max_det,
-            args.backend, args.save_json, args.device, args.plots, args.exist_ok, args.model_backend,
+            args.weights, roots, args.format, split=args.split, batch_size=args.batch, conf_threshold=args.conf,
+            iou_threshold=args.iou, max_detections=args.max_det, backend=args.backend, save_json=args.save_json,
+            device=args.device, plots_dir=args.plots, exist_ok=args.exist_ok, model_backend=args.model_backend,
             trust_compiled=args.trust_compiled,
         )  # fmt: skip
     else:
         classes = _class_list(args.classes)
         metrics = evaluate_predictions_file(
-            args.predictions, roots, args.format, args.split, classes, args.backend, args.save_json, args.plots,
-            args.exist_ok,
+            args.predictions, roots, args.format, split=args.split, classes=classes, backend=args.backend,
+            save_json=args.save_json, plots_dir=args.plots, exist_ok=args.exist_ok,
         )  # fmt: skip
     for note in metrics.pop("notes", []):
         print(f"gridyolo: warning: {note}", file=sys.stderr)
@@ -114,9 +116,9 @@ def _detect(args: argparse.Namespace) -> int:
     from gridyolo.evaluation.voc_ap import threshold_text
 
     result = run_detect(
-        args.weights, args.source, args.out, args.conf, args.iou, args.img_size, args.device, args.batch,
-        args.save_json, args.show, args.max_frames, progress=not args.quiet, backend=args.backend,
-        trust_compiled=args.trust_compiled,
+        args.weights, args.source, out=args.out, conf_threshold=args.conf, iou_threshold=args.iou,
+        img_size=args.img_size, device=args.device, batch_size=args.batch, save_json=args.save_json, show=args.show,
+        max_frames=args.max_frames, progress=not args.quiet, backend=args.backend, trust_compiled=args.trust_compiled,
     )  # fmt: skip
     for note in result["warnings"]:
         print(f"gridyolo: warning: {note}", file=sys.stderr)
@@ -131,7 +133,8 @@ def _detect(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     if args.info:
-        from gridyolo.deploy.formats import format_info, weights_format
+        from gridyolo.deploy.formats import format_info
+        from gridyolo.weights_kind import weights_format
 
         if weights_format(args.info) == "onnx":  # read as detect reads it (checked), without torch
             from gridyolo.deploy.onnx_runner import OnnxDetector
@@ -208,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gridyolo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("train", help="train from a YAML config (gridyolo train --help)", add_help=False)
+    for add_command in (_add_data, _add_eval, _add_detect, _add_export, _add_explain, _add_demo, _add_summary):
+        add_command(commands)
+    return parser
 
+
+def _add_data(commands: Any) -> None:
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="count images, boxes and classes; list clipped and dropped boxes")
     check.add_argument("root", nargs="+", help="dataset root (VOC: several roots are concatenated; YOLO: data YAML)")
@@ -238,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--json", action="store_true", help="print one JSON object")
     convert.set_defaults(func=_data_convert)
 
+
+def _add_eval(commands: Any) -> None:
     evaluate = commands.add_parser(
         "eval", help="COCO mAP (and VOC AP) of a checkpoint, or of a predictions file, on a dataset split"
     )
@@ -269,13 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="load an AOTInductor package (.aoti.pt2): compiled code, so only one you built")
     evaluate.set_defaults(func=_eval)
 
+
+def _add_detect(commands: Any) -> None:
     detect = commands.add_parser("detect", help="detect on images, a folder, a glob, a video, a webcam or a stream")
     detect.add_argument("--weights", required=True, help="checkpoint (.ckpt), or its TorchScript, .onnx or .pt2 export")
     detect.add_argument("--source", required=True, help="image, directory, glob, video, webcam index (0) or URL")
     detect.add_argument("--out", default=None, help="output directory (default: a new runs/detect/expN)")
-    detect.add_argument("--conf", type=unit_interval, default=None,
-                        help="score threshold (default: the model's F1-optimal one, else 0.25)")  # fmt: skip
-    detect.add_argument("--iou", type=unit_interval, default=0.45, help="NMS IoU threshold")
+    detect.add_argument("--conf", type=unit_interval, default=None, help="score threshold (default: the model's "
+                        f"F1-optimal one, else {DEFAULT_CONF_THRESHOLD})")  # fmt: skip
+    detect.add_argument("--iou", type=unit_interval, default=DEFAULT_IOU_THRESHOLD, help="NMS IoU threshold")
     detect.add_argument("--img-size", type=image_size, default=None, help="model input size (default: training size)")
     detect.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     detect.add_argument(
@@ -293,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="load an AOTInductor package (.aoti.pt2): compiled code, so only one you built")
     detect.set_defaults(func=_detect)
 
+
+def _add_export(commands: Any) -> None:
     export = commands.add_parser(
         "export", help="export a checkpoint to TorchScript, ONNX or torch.export (.pt2); --info FILE shows metadata"
     )
@@ -306,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--exist-ok", action="store_true", help="overwrite an existing --out file")
     export.set_defaults(func=_export)
 
+
+def _add_explain(commands: Any) -> None:
     why = commands.add_parser("explain", help="the grid made visible: cells, confidence, classes, boxes, features")
     why.add_argument("--weights", required=True, help="training checkpoint (.ckpt)")
     why.add_argument("--image", required=True)
@@ -315,11 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("--exist-ok", action="store_true", help="write into a non-empty --out folder")
     why.set_defaults(func=_explain)
 
+
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser("demo", help="synthetic data -> train -> evaluate -> draw, on the CPU (make demo)")
     demo.add_argument("--config", default="configs/demo.yaml")
     demo.add_argument("--out", default="runs/demo", help="replaced if it exists")
     demo.set_defaults(func=_demo)
 
+
+def _add_summary(commands: Any) -> None:
     summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs and receptive field")
     summary.add_argument("--weights", default=None, help="describe exactly this checkpoint's model")
     summary.add_argument("--config", default=None, help="describe the model of this training config")
@@ -330,7 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--classes", type=positive_int, default=None, help="C (default 20)")
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.set_defaults(func=_summary)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,9 +19,9 @@ import yaml
 from gridyolo.apps.detect import run_detect
 from gridyolo.apps.drawing import draw_detections
 from gridyolo.apps.explain import explain
+from gridyolo.core.decode_settings import resolve_conf_threshold
 from gridyolo.data.readers import build_reader
 from gridyolo.data.synthetic import write_synthetic_coco, write_synthetic_video
-from gridyolo.deploy.checkpoint import resolve_conf_threshold
 from gridyolo.deploy.export import export_torchscript, fresh_process_parity
 from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from gridyolo.apps.drawing import draw_detections
 from gridyolo.apps.sources import Frame, FrameReader, batched, open_capture, resolve_source, video_properties
+from gridyolo.core.decode_settings import DEFAULT_IOU_THRESHOLD
 from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError
 from gridyolo.files import new_run_dir, require_empty_folder
@@ -165,7 +166,7 @@ def run_detect(
     source: str,
     out: str | None = None,
     conf_threshold: float | None = None,
-    iou_threshold: float = 0.45,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     img_size: int | None = None,
     device: str = "auto",
     batch_size: int = 8,
@@ -186,53 +187,102 @@ def run_detect(
     if out:
         require_empty_folder(out, "--out", exist_ok=None)
     capture = open_capture(resolved) if resolved.kind != "images" else None
+    run = _open_run(resolved, capture, out, lambda: load_predictor(
+        weights, backend, device, img_size, conf_threshold, iou_threshold, trust_compiled=trust_compiled))
+    loop = _detect_all(run, resolved, capture, batch_size, max_frames, save_json, show, progress)
+    info = run.predictor.info
+    return {
+        "out": str(run.out_dir), "source": resolved.spec, "kind": resolved.kind, "images": loop.written,
+        "video": str(run.video_path) if run.video_path else None, "expected_frames": run.expected or None,
+        "predictions": str(run.out_dir / "predictions.jsonl") if save_json else None,
+        "ms_per_image": loop.timer.per_image(), "seconds": round(loop.seconds, 3),
+        "timing": loop.timer.format(loop.seconds), "device": info["device"], "backend": info["backend"],
+        "warnings": _run_notes(info, resolved, run.expected, loop, max_frames),
+        "conf_threshold": info["conf_threshold"], "boxes_per_class": dict(loop.found.most_common()),
+        "peak_score": round(loop.peak, 5), "conf_source": info["conf_source"],
+        "skipped": [{"file": path, "reason": reason.split(": ", 1)[-1]} for path, reason in loop.skipped],
+    }  # fmt: skip
+
+
+@dataclass
+class _Run:
+    """What a detect run opened before its first frame: the predictor, the output folder, the video writer."""
+
+    predictor: Any
+    out_dir: Path
+    writer: Any = None
+    video_path: Path | None = None
+    expected: int = 0  # the frame count a video announces (0: unknown, or images)
+    frame_hw: tuple[int, int] | None = None
+
+
+@dataclass
+class _Loop:
+    """What the detection loop saw: images written, boxes per class, the highest score, stage timings."""
+
+    written: int
+    found: Counter
+    peak: float
+    timer: StageTimer
+    seconds: float
+    decoded: int
+    skipped: list
+
+
+def _open_run(resolved: Any, capture: Any, out: str | None, open_predictor: Any) -> _Run:
+    """Load the predictor, then create the output folder and (for a video or camera) the video writer;
+    the capture and the writer are released on every error path."""
     writer = None
-    try:  # the capture (and later the writer) is released on every error path
-        predictor = load_predictor(weights, backend, device, img_size, conf_threshold, iou_threshold,
-                                   trust_compiled=trust_compiled)  # fmt: skip
-        info = predictor.info
-        expected = 0
-        if capture is not None:
+    try:
+        predictor = open_predictor()
+        if capture is not None:  # before any folder is made: a stream that says nothing leaves nothing behind
             fps, width, height, expected = video_properties(capture, resolved.spec)
-        out_dir = Path(out) if out else new_run_dir("runs/detect", "exp")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        video_path = None
+        run = _Run(predictor, Path(out) if out else new_run_dir("runs/detect", "exp"))
+        run.out_dir.mkdir(parents=True, exist_ok=True)
         if capture is not None:
+            run.expected = expected
             stem = Path(resolved.spec).stem if resolved.kind == "video" else resolved.kind
-            video_path = out_dir / f"{stem}.mp4"
-            writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            run.video_path, run.frame_hw = run.out_dir / f"{stem}.mp4", (height, width)
+            writer = cv2.VideoWriter(str(run.video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
             if not writer.isOpened():
-                raise GridyoloError(f"{video_path}: cannot open a video writer (mp4v codec missing, or not writable?)")
+                raise GridyoloError(f"{run.video_path}: cannot open a video writer (mp4v codec missing, or not "
+                                    "writable?)")  # fmt: skip
+            run.writer = writer
+        return run
     except BaseException:
         if capture is not None:
             capture.release()
         if writer is not None:
             writer.release()
         raise
-    class_names = list(info["class_names"])
-    conf_threshold = info["conf_threshold"]
 
-    bar = tqdm(total=expected or len(resolved.paths) or None, unit="frame" if capture else "img",
+
+def _detect_all(run: _Run, resolved: Any, capture: Any, batch_size: int, max_frames: int | None, save_json: bool,
+                show: bool, progress: bool) -> _Loop:  # fmt: skip
+    """Read, predict, draw and write every frame (reading and writing in threads beside the model);
+    Ctrl-C keeps what was written. Releases the capture and the writer."""
+    class_names = list(run.predictor.info["class_names"])
+    bar = tqdm(total=run.expected or len(resolved.paths) or None, unit="frame" if capture else "img",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
     prefetch = min(max(2 * batch_size, 8), 64)  # frames decoded ahead: bounded whatever --batch is
     reader = FrameReader(resolved, capture, prefetch=prefetch, max_frames=max_frames,
                          warn=lambda message: tqdm.write(message, file=sys.stderr))  # above a progress bar
     timer = StageTimer()
-    outputs = _Outputs(writer, (height, width) if writer is not None else None, class_names, _Display(show))
-    jsonl = open(out_dir / "predictions.jsonl", "w", encoding="utf-8") if save_json else None  # noqa: SIM115
+    outputs = _Outputs(run.writer, run.frame_hw, class_names, _Display(show))
+    jsonl = open(run.out_dir / "predictions.jsonl", "w", encoding="utf-8") if save_json else None  # noqa: SIM115
     names_used: set[str] = set()
     found, peak = Counter(), 0.0
     start = time.perf_counter()
     try:
         for frames in batched(iter(reader), batch_size):
-            detections, batch_peak = predict_frames(predictor, frames, timer)
+            detections, batch_peak = predict_frames(run.predictor, frames, timer)
             peak = max(peak, batch_peak)
             for frame, det in zip(frames, detections):
                 found.update(class_names[i] for i in det["labels"].tolist())
                 if jsonl is not None:
                     jsonl.write(json.dumps(prediction_record(frame, det, class_names)) + "\n")
-            names = None if writer is not None else [_unique_name(Path(f.source).name, names_used) for f in frames]
-            outputs.submit(frames, detections, names and [out_dir / name for name in names])
+            names = None if run.writer is not None else [_unique_name(Path(f.source).name, names_used) for f in frames]
+            outputs.submit(frames, detections, names and [run.out_dir / name for name in names])
             bar.update(len(frames))
         outputs.finish()
     except KeyboardInterrupt:
@@ -241,36 +291,30 @@ def run_detect(
         outputs.shutdown()
         bar.close()
         reader.close()
-        if writer is not None:
-            writer.release()
+        if run.writer is not None:
+            run.writer.release()
         if capture is not None:
             capture.release()
         if jsonl is not None:
             jsonl.close()
-    written = outputs.written
     timer.totals["draw_write"] = outputs.ms
-    seconds = time.perf_counter() - start
+    return _Loop(outputs.written, found, peak, timer, time.perf_counter() - start, reader.decoded, reader.skipped)
 
+
+def _run_notes(info: dict, resolved: Any, expected: int, loop: _Loop, max_frames: int | None) -> list[str]:
+    """What the user should know about the run: why a faster path was not taken, skipped files, a video
+    that ended early, nothing read, or nothing found (with the highest score, to choose a lower --conf)."""
     notes = list(info["notes"])
-    if reader.skipped:  # each was printed when it was met; the summary counts them once
-        notes.append(f"skipped {len(reader.skipped)} unreadable file(s) (each named above)")
-    if resolved.kind == "video" and expected and reader.decoded < expected and max_frames is None:
-        notes.append(f"{resolved.spec}: video ended early: decoded {reader.decoded} of {expected} frames, kept them")
-    if written == 0:
+    if loop.skipped:  # each was printed when it was met; the summary counts them once
+        notes.append(f"skipped {len(loop.skipped)} unreadable file(s) (each named above)")
+    if resolved.kind == "video" and expected and loop.decoded < expected and max_frames is None:
+        notes.append(f"{resolved.spec}: video ended early: decoded {loop.decoded} of {expected} frames, kept them")
+    if loop.written == 0:
         notes.append(f"{resolved.spec}: nothing could be read")
-    elif not found:
-        notes.append(f"no box scored {conf_threshold:g} or more in {written} image(s); the highest score was "
-                     f"{peak:.3g} (lower --conf to see weaker detections)")  # fmt: skip
-    return {
-        "out": str(out_dir), "source": resolved.spec, "kind": resolved.kind, "images": written,
-        "video": str(video_path) if video_path else None, "expected_frames": expected or None,
-        "predictions": str(out_dir / "predictions.jsonl") if save_json else None,
-        "ms_per_image": timer.per_image(), "seconds": round(seconds, 3), "timing": timer.format(seconds),
-        "device": info["device"], "backend": info["backend"], "warnings": notes, "conf_threshold": conf_threshold,
-        "boxes_per_class": dict(found.most_common()), "peak_score": round(peak, 5),
-        "conf_source": info["conf_source"],
-        "skipped": [{"file": path, "reason": reason.split(": ", 1)[-1]} for path, reason in reader.skipped],
-    }  # fmt: skip
+    elif not loop.found:
+        notes.append(f"no box scored {info['conf_threshold']:g} or more in {loop.written} image(s); the highest "
+                     f"score was {loop.peak:.3g} (lower --conf to see weaker detections)")  # fmt: skip
+    return notes
 
 
 def _unique_name(name: str, used: set[str]) -> str:

@@ -7,11 +7,11 @@ import os
 from collections.abc import Sequence
 
 from gridyolo.data.readers import build_reader
-from gridyolo.deploy.formats import weights_format
 from gridyolo.deploy.predictor import load_predictor
 from gridyolo.evaluation.runner import label_mapping, predict_reader, remap_labels
 from gridyolo.evaluation.scoring import score_detections
 from gridyolo.files import require_empty_folder, require_free_file
+from gridyolo.weights_kind import weights_format
 
 
 def check_outputs_free(save_json: str | None, plots_dir: str | None, exist_ok: bool) -> None:

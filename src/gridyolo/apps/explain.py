@@ -18,13 +18,13 @@ from matplotlib.figure import Figure  # no pyplot: no global backend, nothing se
 from matplotlib.patches import Rectangle
 
 from gridyolo.apps.drawing import class_colour
-from gridyolo.core.grid import activate, assign_cells, cell_boxes
+from gridyolo.core.grid import GridPrediction, activate, assign_cells, cell_boxes
 from gridyolo.core.letterbox import boxes_to_input
 from gridyolo.data.images import load_image
 from gridyolo.data.yolo_txt import read_labels
-from gridyolo.deploy.checkpoint import weights_format
 from gridyolo.deploy.predictor import load_predictor
 from gridyolo.errors import GridyoloError
+from gridyolo.weights_kind import weights_format
 
 
 def default_layers(model: torch.nn.Module) -> list[str]:
@@ -102,12 +102,18 @@ def explain(
     shown = batch[0].permute(1, 2, 0).numpy()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
     fig, ax = _figure(shown, f"model input {size}×{size} and its {s}×{s} grid")
     _draw_grid(ax, size, s)
-    written.append(_save(fig, out_dir / "grid.png"))
+    written = [_save(fig, out_dir / "grid.png"), _confidence_view(shown, pred, size, out_dir)]
+    written += [_classes_view(shown, pred, size, names, out_dir), _boxes_view(shown, pred, size, b, out_dir)]
+    if labels:
+        gt_in = boxes_to_input(gt_boxes, params[0].numpy())
+        written.append(_responsible_view(shown, gt_in, gt_labels, size, s, names, out_dir))
+    return written + [_feature_view(name, captured[name][0], out_dir) for name in layers]
 
+
+def _confidence_view(shown: np.ndarray, pred: GridPrediction, size: int, out_dir: Path) -> str:
+    s = pred.conf.shape[1]
     conf = pred.conf[0].max(dim=-1).values.numpy()  # [S, S]
     fig, ax = _figure(shown, "per-cell confidence (max over the B boxes)")
     heat = ax.imshow(conf, extent=(0, size, size, 0), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
@@ -117,8 +123,11 @@ def explain(
             ax.text((j + 0.5) * size / s, (i + 0.5) * size / s, f"{conf[i, j]:.2f}", color="white", ha="center",
                     va="center", fontsize=max(5, 40 // s))  # fmt: skip
     fig.colorbar(heat, ax=ax, fraction=0.046)
-    written.append(_save(fig, out_dir / "confidence.png"))
+    return _save(fig, out_dir / "confidence.png")
 
+
+def _classes_view(shown: np.ndarray, pred: GridPrediction, size: int, names: list[str], out_dir: Path) -> str:
+    s = pred.conf.shape[1]
     prob, cls = pred.class_prob[0].max(dim=-1)
     colours = np.array([class_colour(int(c)) for c in cls.flatten()], dtype=np.float32).reshape(s, s, 3) / 255
     fig, ax = _figure(shown, "per-cell class (argmax) and its probability")
@@ -128,8 +137,12 @@ def explain(
         for j in range(s):
             ax.text((j + 0.5) * size / s, (i + 0.5) * size / s, f"{names[int(cls[i, j])]}\n{float(prob[i, j]):.2f}",
                     color="black", ha="center", va="center", fontsize=max(4, 32 // s))  # fmt: skip
-    written.append(_save(fig, out_dir / "classes.png"))
+    return _save(fig, out_dir / "classes.png")
 
+
+def _boxes_view(shown: np.ndarray, pred: GridPrediction, size: int, b: int, out_dir: Path) -> str:
+    s = pred.conf.shape[1]
+    cls = pred.class_prob[0].argmax(dim=-1)
     boxes = (cell_boxes(pred.xy, pred.sqrt_wh)[0] * size).reshape(-1, 4).numpy()
     confs = pred.conf[0].reshape(-1).numpy()
     fig, ax = _figure(shown, f"all {s}×{s}×{b} boxes before NMS (opacity = confidence)")
@@ -137,33 +150,31 @@ def explain(
     for (x1, y1, x2, y2), c, k in zip(boxes, confs, range(len(confs))):
         colour = np.array(class_colour(int(cls.flatten()[k // b]))) / 255
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, ec=colour, alpha=float(c) ** 0.5))
-    written.append(_save(fig, out_dir / "boxes.png"))
+    return _save(fig, out_dir / "boxes.png")
 
-    if labels:
-        gt_in = boxes_to_input(gt_boxes, params[0].numpy())
-        t_boxes = torch.from_numpy(gt_in / size).float()
-        cells = assign_cells(t_boxes, torch.from_numpy(gt_labels), torch.zeros(len(gt_labels), dtype=torch.long), s)
-        fig, ax = _figure(shown, "ground truth and the cell responsible for each object")
-        _draw_grid(ax, size, s)
-        for row, col, box, label in zip(
-            cells.row.tolist(), cells.col.tolist(), cells.box.tolist(), cells.label.tolist()
-        ):
-            colour = np.array(class_colour(int(label))) / 255
-            ax.add_patch(Rectangle((col * size / s, row * size / s), size / s, size / s, color=colour, alpha=0.35))
-            x1, y1, x2, y2 = (v * size for v in box)
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec=colour))
-            ax.plot((x1 + x2) / 2, (y1 + y2) / 2, "o", color=colour)
-            name = names[int(label)]
-            ax.text(x1, y1 - 2, name, color="white", fontsize=8, bbox={"facecolor": colour, "pad": 1, "lw": 0})
-        written.append(_save(fig, out_dir / "responsible.png"))
 
-    for name in layers:
-        features = captured[name][0]
-        fig = Figure(figsize=(7, 7), dpi=110)
-        ax = fig.subplots()
-        ax.imshow(tile_features(features), cmap="viridis")
-        ax.set_title(f"{name}: {min(32, features.shape[0])} of {features.shape[0]} channels, "
-                     f"{features.shape[1]}×{features.shape[2]}", fontsize=9)  # fmt: skip
-        ax.set_axis_off()
-        written.append(_save(fig, out_dir / f"features_{name.replace('.', '_')}.png"))
-    return written
+def _responsible_view(shown: np.ndarray, gt_in: np.ndarray, gt_labels: np.ndarray, size: int, s: int,
+                      names: list[str], out_dir: Path) -> str:  # fmt: skip
+    """Ground truth (input pixels) and the cell that owns each object (``grid.assign_cells``, the loss's own)."""
+    t_boxes = torch.from_numpy(gt_in / size).float()
+    cells = assign_cells(t_boxes, torch.from_numpy(gt_labels), torch.zeros(len(gt_labels), dtype=torch.long), s)
+    fig, ax = _figure(shown, "ground truth and the cell responsible for each object")
+    _draw_grid(ax, size, s)
+    for row, col, box, label in zip(cells.row.tolist(), cells.col.tolist(), cells.box.tolist(), cells.label.tolist()):
+        colour = np.array(class_colour(int(label))) / 255
+        ax.add_patch(Rectangle((col * size / s, row * size / s), size / s, size / s, color=colour, alpha=0.35))
+        x1, y1, x2, y2 = (v * size for v in box)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec=colour))
+        ax.plot((x1 + x2) / 2, (y1 + y2) / 2, "o", color=colour)
+        ax.text(x1, y1 - 2, names[int(label)], color="white", fontsize=8, bbox={"facecolor": colour, "pad": 1, "lw": 0})
+    return _save(fig, out_dir / "responsible.png")
+
+
+def _feature_view(name: str, features: torch.Tensor, out_dir: Path) -> str:
+    fig = Figure(figsize=(7, 7), dpi=110)
+    ax = fig.subplots()
+    ax.imshow(tile_features(features), cmap="viridis")
+    ax.set_title(f"{name}: {min(32, features.shape[0])} of {features.shape[0]} channels, "
+                 f"{features.shape[1]}×{features.shape[2]}", fontsize=9)  # fmt: skip
+    ax.set_axis_off()
+    return _save(fig, out_dir / f"features_{name.replace('.', '_')}.png")

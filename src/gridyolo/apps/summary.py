@@ -159,7 +159,7 @@ def summarized_model(
     if (weights or config) and given:
         raise GridyoloError(f"{', '.join(given)}: the model comes from {'--weights' if weights else '--config'}")
     if weights:
-        from gridyolo.deploy.checkpoint import detector_from_checkpoint
+        from gridyolo.models.checkpoint import detector_from_checkpoint
 
         model, meta = detector_from_checkpoint(weights)
         check_head_input_size(meta.head, meta.input_size, img_size or meta.input_size)

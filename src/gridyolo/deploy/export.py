@@ -20,13 +20,15 @@ from typing import Any
 import torch
 
 from gridyolo import __version__
-from gridyolo.deploy.checkpoint import detector_from_checkpoint, resolve_conf_threshold, weights_format
+from gridyolo.core.decode_settings import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS, resolve_conf_threshold
 from gridyolo.deploy.inference import InferenceModel
 from gridyolo.deploy.onnx_runner import METADATA_KEY
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path
 from gridyolo.input_guards import check_input_size
 from gridyolo.models import GridHead, backbone_stride, check_head_input_size
+from gridyolo.models.checkpoint import detector_from_checkpoint
+from gridyolo.weights_kind import weights_format
 
 METADATA_FILE = METADATA_KEY  # one name for the metadata of every export format
 
@@ -44,8 +46,8 @@ def inference_from_checkpoint(
     path: str,
     img_size: int | None = None,
     conf_threshold: float | None = None,
-    iou_threshold: float = 0.45,
-    max_detections: int = 100,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
     channels_last: bool = True,
     checkpoint: dict | None = None,
 ) -> tuple[InferenceModel, dict[str, Any]]:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gridyolo.core.decode import decode_grid
+from gridyolo.core.decode_settings import DEFAULT_CONF_THRESHOLD, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS
 from gridyolo.core.letterbox import PAD_VALUE, letterbox_size
 from gridyolo.models import Detector
 
@@ -61,9 +62,9 @@ class InferenceModel(nn.Module):
         detector: Detector,
         input_size: int,
         resize_mode: str = "letterbox",
-        conf_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
-        max_detections: int = 100,
+        conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
         pre_nms_topk: int = 1000,
         channels_last: bool = False,
     ) -> None:

@@ -19,8 +19,13 @@ import json
 
 import numpy as np
 
+from gridyolo.core.decode_settings import (
+    DEFAULT_CONF_THRESHOLD,
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_MAX_DETECTIONS,
+    DecodeSettings,
+)
 from gridyolo.core.letterbox import boxes_to_original, letterbox
-from gridyolo.deploy.formats import resolve_conf_threshold
 from gridyolo.errors import GridyoloError
 
 METADATA_KEY = "gridyolo.json"  # deploy.export.METADATA_FILE (export imports torch; this module must not)
@@ -126,9 +131,9 @@ def decode_numpy(
     input_size: int,
     params: np.ndarray,
     sizes: np.ndarray,
-    conf_threshold: float = 0.25,
-    iou_threshold: float = 0.45,
-    max_detections: int = 100,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
     pre_nms_topk: int = 1000,
 ) -> list[dict]:
     """``decode.decode_grid`` in numpy, step by step in float32: raw ``(N, S, S, B*5 + C)`` -> per image
@@ -175,23 +180,25 @@ class OnnxDetector:
         self,
         path: str,
         conf_threshold: float | None = None,
-        iou_threshold: float = 0.45,
-        max_detections: int = 100,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
         pre_nms_topk: int = 1000,
     ) -> None:
-        """``conf_threshold`` ``None``: the file's F1-optimal threshold (metadata), else 0.25."""
+        """``conf_threshold`` ``None``: the file's F1-optimal threshold (metadata), else the default
+        (``DecodeSettings.resolve``)."""
         self.session = cpu_session(path)
         self.path = path
         self.info = read_metadata(self.session, path)
         self.size, self.num_boxes = int(self.info["input_size"]), int(self.info["num_boxes"])
+        self.pre_nms_topk = pre_nms_topk
         stored = self.info.get("conf_threshold")
-        self.conf_threshold = resolve_conf_threshold(conf_threshold, stored)
-        self.iou_threshold, self.max_detections, self.pre_nms_topk = iou_threshold, max_detections, pre_nms_topk
-        source = "--conf" if conf_threshold is not None else (
-            "the model's F1-optimal threshold" if stored is not None else "the default")  # fmt: skip
-        self.info.update(format="onnx", backend="onnxruntime", device="cpu", notes=[], model_conf_threshold=stored,
-                         conf_source=source, conf_threshold=self.conf_threshold, iou_threshold=iou_threshold,
-                         max_detections=max_detections)  # fmt: skip
+        self.info.update(format="onnx", backend="onnxruntime", device="cpu", notes=[], model_conf_threshold=stored)
+        self.use(DecodeSettings.resolve(conf_threshold, stored, iou_threshold, max_detections))
+
+    def use(self, decode: DecodeSettings) -> None:
+        """Decode with these settings from now on (``info`` reports them)."""
+        self.decode_settings = decode
+        self.info.update(decode.info())
 
     @property
     def class_names(self) -> list[str]:
@@ -233,8 +240,9 @@ class OnnxDetector:
 
     def decode(self, raw: np.ndarray, params: np.ndarray, sizes: np.ndarray, pre_nms_topk: int = 1000) -> list[dict]:
         """Raw grid -> detections in original pixels (``params``: letterbox, ``sizes``: (height, width))."""
-        return decode_numpy(raw, self.num_boxes, self.size, params, sizes, self.conf_threshold, self.iou_threshold,
-                            self.max_detections, pre_nms_topk)  # fmt: skip
+        d = self.decode_settings
+        return decode_numpy(raw, self.num_boxes, self.size, params, sizes, d.conf_threshold, d.iou_threshold,
+                            d.max_detections, pre_nms_topk)  # fmt: skip
 
     def __call__(self, images: list) -> list[dict]:
         """Images of any sizes -> detections. Each image: an RGB ``uint8`` HWC numpy array, or (as

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from gridyolo import __version__
 from gridyolo.core.decode import decode_grid
-from gridyolo.deploy.checkpoint import resolve_conf_threshold
+from gridyolo.core.decode_settings import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS, DecodeSettings
 from gridyolo.deploy.export import export_onnx, inference_from_checkpoint
 from gridyolo.deploy.onnx_runner import check_raw_shape, cpu_session, read_metadata
 from gridyolo.errors import GridyoloError
@@ -51,8 +51,8 @@ class OnnxRuntimeModel:
         self,
         path: str,
         conf_threshold: float | None = None,
-        iou_threshold: float = 0.45,
-        max_detections: int = 100,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
         pre_nms_topk: int = 1000,
     ) -> None:
         self.session = cpu_session(path)
@@ -60,9 +60,9 @@ class OnnxRuntimeModel:
         self.info: dict[str, Any] = read_metadata(self.session, path)
         self.input_size = int(self.info["input_size"])
         self.num_boxes = int(self.info["num_boxes"])
-        self.conf_threshold = resolve_conf_threshold(conf_threshold, self.info.get("conf_threshold"))
-        self.iou_threshold = iou_threshold
-        self.max_detections, self.pre_nms_topk = max_detections, pre_nms_topk
+        decode = DecodeSettings.resolve(conf_threshold, self.info.get("conf_threshold"), iou_threshold, max_detections)
+        self.conf_threshold, self.iou_threshold = decode.conf_threshold, decode.iou_threshold
+        self.max_detections, self.pre_nms_topk = decode.max_detections, pre_nms_topk
 
     def predict_raw(self, batch: Tensor) -> Tensor:
         """``uint8 [N, 3, size, size]`` -> raw grid ``[N, S, S, B*5 + C]`` (float32)."""
@@ -129,9 +129,6 @@ def onnxruntime_from_checkpoint(
     weights: str,
     read_checkpoint: Callable[[], dict],
     img_size: int | None = None,
-    conf_threshold: float | None = None,
-    iou_threshold: float = 0.45,
-    max_detections: int = 100,
     notes: list[str] | None = None,
 ) -> OnnxRuntimeModel:
     """The ONNX Runtime model of a checkpoint, exported and checked once, then reused from the cache.
@@ -145,12 +142,11 @@ def onnxruntime_from_checkpoint(
     digest = _sha256(weights)
     path = cache_entry(weights, img_size, digest)
     record, rejected = path.with_suffix(".json"), path.with_suffix(".rejected.json")
-    thresholds = (conf_threshold, iou_threshold, max_detections)
     if path.is_file():
         why = verified_entry(path, digest)
         if why is None:
             try:
-                return OnnxRuntimeModel(str(path), *thresholds)
+                return OnnxRuntimeModel(str(path))
             except GridyoloError as exc:
                 why = str(exc)
         if notes is not None:
@@ -167,7 +163,7 @@ def onnxruntime_from_checkpoint(
     with atomic_path(path) as tmp:  # atomic: concurrent detects never read half a file
         try:
             export_onnx(weights, tmp, img_size, checkpoint=checkpoint)
-            model = OnnxRuntimeModel(tmp, *thresholds)
+            model = OnnxRuntimeModel(tmp)
             reference, _ = inference_from_checkpoint(weights, img_size, checkpoint=checkpoint)
             gap = raw_gap(reference, model)
             reason = None if gap <= RAW_TOLERANCE else (

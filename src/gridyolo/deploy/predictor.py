@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gridyolo.deploy.formats import weights_format
+from gridyolo.core.decode_settings import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS
 from gridyolo.errors import GridyoloError
+from gridyolo.weights_kind import weights_format
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 TORCH_STACK = ("torch", "torchvision", "onnx")  # what gridyolo[torch] adds to the runtime install
@@ -41,8 +42,8 @@ def load_predictor(
     device: str = "cpu",
     img_size: int | None = None,
     conf_threshold: float | None = None,
-    iou_threshold: float = 0.45,
-    max_detections: int = 100,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
     channels_last: bool = True,
     trust_compiled: bool = False,
 ) -> Any:
@@ -65,7 +66,7 @@ def load_predictor(
     if backend not in BACKENDS:
         raise GridyoloError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     kind = weights_format(weights)
-    thresholds = (conf_threshold, iou_threshold, max_detections)
+    thresholds = (conf_threshold, iou_threshold, max_detections)  # resolved once the file's own is known
     if kind == "onnx":
         return _onnx_file(weights, backend, device, img_size, thresholds)
     try:
@@ -90,7 +91,7 @@ def _onnx_file(weights: str, backend: str, device: str, img_size: int | None, th
         raise GridyoloError(f"{weights}: running an ONNX file needs onnxruntime (pip install onnxruntime)")
     from gridyolo.deploy.onnx_runner import OnnxDetector
 
-    model = OnnxDetector(weights, *thresholds)
+    model = OnnxDetector(weights, *thresholds)  # resolves them against the file's stored threshold
     if img_size and img_size != model.input_size:
         raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
                             f"needs a new export")  # fmt: skip

@@ -33,14 +33,20 @@ from torchvision.ops import nms
 
 from gridyolo import __version__
 from gridyolo.core.decode import decode_grid
+from gridyolo.core.decode_settings import (
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_MAX_DETECTIONS,
+    DecodeSettings,
+    resolve_conf_threshold,
+)
 from gridyolo.core.grid import activate, cell_boxes
-from gridyolo.deploy.checkpoint import detector_from_checkpoint, resolve_conf_threshold
-from gridyolo.deploy.formats import weights_format
 from gridyolo.deploy.onnx_runner import METADATA_KEY
 from gridyolo.errors import GridyoloError
 from gridyolo.files import atomic_path
 from gridyolo.input_guards import check_input_size
 from gridyolo.models import backbone_stride, check_head_input_size
+from gridyolo.models.checkpoint import detector_from_checkpoint
+from gridyolo.weights_kind import weights_format
 
 
 class ExportPipeline(nn.Module):
@@ -102,8 +108,8 @@ def export_pt2(
     out: str,
     img_size: int | None = None,
     conf_threshold: float | None = None,
-    iou_threshold: float = 0.45,
-    max_detections: int = 100,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
     aoti_out: str | None = None,
 ) -> dict[str, Any]:
     """Write the ExportedProgram of ``weights`` to ``out`` (see the module docstring) and, with
@@ -239,7 +245,8 @@ class Pt2Model:
     ``InferenceModel`` has them), on the CPU. ``run(batch, params, sizes)``: the program's own outputs."""
 
     def __init__(self, path: str, trust_compiled: bool = False, conf_threshold: float | None = None,
-                 iou_threshold: float = 0.45, max_detections: int = 100) -> None:  # fmt: skip
+                 iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+                 max_detections: int = DEFAULT_MAX_DETECTIONS) -> None:  # fmt: skip
         import torchvision  # noqa: F401  -- registers torchvision::nms, which the program calls
 
         kind = weights_format(path)
@@ -264,8 +271,9 @@ class Pt2Model:
         self.input_size, self.num_boxes = int(self.info["input_size"]), int(self.info["num_boxes"])
         self.exported_thresholds = (self.info.get("conf_threshold"), self.info.get("iou_threshold"),
                                     self.info.get("max_detections"))  # fmt: skip
-        self.conf_threshold = resolve_conf_threshold(conf_threshold, self.info.get("conf_threshold"))
-        self.iou_threshold, self.max_detections = iou_threshold, max_detections
+        decode = DecodeSettings.resolve(conf_threshold, self.info.get("conf_threshold"), iou_threshold, max_detections)
+        self.conf_threshold, self.iou_threshold = decode.conf_threshold, decode.iou_threshold
+        self.max_detections = decode.max_detections
 
     @torch.no_grad()
     def run(self, batch: Tensor, params: Tensor, sizes: Tensor) -> tuple[Tensor, ...]:

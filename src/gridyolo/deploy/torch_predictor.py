@@ -11,13 +11,14 @@ import torch
 from torch import Tensor
 
 from gridyolo.core.decode import peak_scores
+from gridyolo.core.decode_settings import DecodeSettings
 from gridyolo.core.letterbox import letterbox
 from gridyolo.deploy import ort_backend
-from gridyolo.deploy.checkpoint import load_checkpoint, resolve_conf_threshold
 from gridyolo.deploy.export import inference_from_checkpoint, load_torchscript
 from gridyolo.errors import GridyoloError
 from gridyolo.input_guards import check_input_size
 from gridyolo.models import backbone_stride, check_head_input_size
+from gridyolo.models.checkpoint import load_checkpoint
 
 
 class Predictor:
@@ -33,14 +34,21 @@ class Predictor:
 
     ``info``: the model's metadata (``class_names``, ``input_size``, ``resize_mode``, ``num_boxes``,
     ``backbone``, ...), plus ``format`` (``checkpoint`` / ``torchscript`` / ``onnx``), ``backend`` (what
-    runs the model stage), ``device``, ``notes`` (why a faster path was not taken), the thresholds in
-    force, ``model_conf_threshold`` (the model's own, ``None`` if it has none) and ``conf_source``;
-    ``epoch`` for a checkpoint run by torch.
+    runs the model stage), ``device``, ``notes`` (why a faster path was not taken), the decode settings
+    in force (``DecodeSettings.info``: thresholds and ``conf_source``), ``model_conf_threshold`` (the
+    model's own, ``None`` if it has none); ``epoch`` for a checkpoint run by torch.
+
+    ``decode_settings`` is applied to the model stage here, the one place a loaded model's thresholds are
+    set (a TorchScript file's decode reads them as module attributes).
     """
 
-    def __init__(self, model: Any, info: dict[str, Any]) -> None:
+    def __init__(self, model: Any, info: dict[str, Any], decode: DecodeSettings) -> None:
         self.model = model
-        self.info = info
+        self.decode_settings = decode
+        model.conf_threshold = decode.conf_threshold
+        model.iou_threshold = decode.iou_threshold
+        model.max_detections = decode.max_detections
+        self.info = {**info, **decode.info()}
         self.device = torch.device(info["device"])
 
     @property
@@ -111,30 +119,24 @@ def load_torch_predictor(
     trust_compiled: bool = False,
 ) -> Predictor:
     """``predictor.load_predictor`` for a ``checkpoint``, ``torchscript``, ``pt2`` or ``aoti`` file
-    (``kind``); ``device`` resolved; ``thresholds``: (conf or ``None``, iou, max detections)."""
-    conf_threshold, iou_threshold, max_detections = thresholds
+    (``kind``); ``device`` resolved; ``thresholds``: (conf or ``None``, iou, max detections), resolved
+    here against the model's stored threshold once the file is open."""
     if kind == "torchscript":
-        model, info = _torchscript_file(weights, backend, device, img_size, thresholds)
+        model, info = _torchscript_file(weights, backend, device, img_size)
     elif kind in ("pt2", "aoti"):
-        model, info = _pt2_file(weights, backend, device, img_size, thresholds, trust_compiled)
+        model, info = _pt2_file(weights, backend, device, img_size, trust_compiled)
     else:
-        model, info = _checkpoint(weights, backend, device, img_size, thresholds, channels_last)
-    info["conf_source"] = "--conf" if conf_threshold is not None else (
-        "the model's F1-optimal threshold" if info["model_conf_threshold"] is not None else "the default")  # fmt: skip
-    info.update(format=kind, device=device, conf_threshold=float(model.conf_threshold), iou_threshold=iou_threshold,
-                max_detections=max_detections)  # fmt: skip
-    return Predictor(model, info)
+        model, info = _checkpoint(weights, backend, device, img_size, channels_last)
+    decode = DecodeSettings.resolve(thresholds[0], info["model_conf_threshold"], *thresholds[1:])
+    return Predictor(model, {**info, "format": kind, "device": device}, decode)
 
 
-def _torchscript_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple) -> tuple:
+def _torchscript_file(weights: str, backend: str, device: str, img_size: int | None) -> tuple:
     if backend == "onnxruntime":
         raise GridyoloError(f"{weights}: a TorchScript file runs with torch; --backend onnxruntime needs a "
                             f"checkpoint or an .onnx file")  # fmt: skip
-    conf_threshold, iou_threshold, max_detections = thresholds
     model, info = load_torchscript(weights, device)
     info["model_conf_threshold"] = info.get("conf_threshold")  # resolved when it was exported
-    model.conf_threshold = resolve_conf_threshold(conf_threshold, info.get("conf_threshold"))
-    model.iou_threshold, model.max_detections = iou_threshold, max_detections
     if img_size:
         check_input_size(img_size, backbone_stride(info["backbone"]))
         check_head_input_size(info.get("head", "pool"), info["input_size"], img_size)
@@ -143,14 +145,13 @@ def _torchscript_file(weights: str, backend: str, device: str, img_size: int | N
     return model, {**info, "backend": "torch", "notes": []}
 
 
-def _pt2_file(weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple,
-              trust_compiled: bool) -> tuple:  # fmt: skip
+def _pt2_file(weights: str, backend: str, device: str, img_size: int | None, trust_compiled: bool) -> tuple:
     from gridyolo.deploy.pt2 import Pt2Model
 
     if backend == "onnxruntime" or not device.startswith("cpu"):
         raise GridyoloError(f"{weights}: a .pt2 program runs with torch on the CPU (--backend auto or torch, "
                             "--device cpu)")  # fmt: skip
-    model = Pt2Model(weights, trust_compiled, *thresholds)
+    model = Pt2Model(weights, trust_compiled)
     if img_size and img_size != model.input_size:
         raise GridyoloError(f"{weights}: exported for {model.input_size} px input; --img-size {img_size} "
                             "needs a new export")  # fmt: skip
@@ -158,9 +159,7 @@ def _pt2_file(weights: str, backend: str, device: str, img_size: int | None, thr
     return model, {**info, "backend": "torch", "notes": []}
 
 
-def _checkpoint(
-    weights: str, backend: str, device: str, img_size: int | None, thresholds: tuple, channels_last: bool
-) -> tuple:
+def _checkpoint(weights: str, backend: str, device: str, img_size: int | None, channels_last: bool) -> tuple:
     read: dict[str, dict] = {}
 
     def read_checkpoint() -> dict:  # once, and only when needed
@@ -175,7 +174,7 @@ def _checkpoint(
     notes: list[str] = []
     if usable and backend != "torch":
         try:
-            model = ort_backend.onnxruntime_from_checkpoint(weights, read_checkpoint, img_size, *thresholds, notes)
+            model = ort_backend.onnxruntime_from_checkpoint(weights, read_checkpoint, img_size, notes=notes)
         except GridyoloError as exc:
             if backend == "onnxruntime":
                 raise GridyoloError(f"{weights}: {exc}") from None
@@ -184,7 +183,7 @@ def _checkpoint(
             info = {**model.info, "model_conf_threshold": model.info.get("conf_threshold")}
             return model, {**info, "backend": "onnxruntime", "notes": notes}
     checkpoint = read_checkpoint()
-    model, info = inference_from_checkpoint(weights, img_size, *thresholds, channels_last, checkpoint)
+    model, info = inference_from_checkpoint(weights, img_size, channels_last=channels_last, checkpoint=checkpoint)
     info = {**info, "model_conf_threshold": checkpoint["gridyolo"].get("conf_threshold"),
             "epoch": checkpoint.get("epoch"), "backend": "torch", "notes": notes}  # fmt: skip
     return model.to(device), info

@@ -14,10 +14,11 @@ from gridyolo.evaluation.voc_ap import _iou
 
 def confusion_matrix(
     records: Sequence[ImageRecord], detections: Mapping[int, Mapping], num_classes: int,
-    conf_threshold: float = 0.25, iou_threshold: float = 0.5,
+    conf_threshold: float, iou_threshold: float = 0.5,
 ) -> np.ndarray:  # fmt: skip
     """``[C + 1, C + 1]`` counts, rows = predicted class (last: missed object), columns = true class
-    (last: background, a detection matching no object). Greedy matching by score, any class."""
+    (last: background, a detection matching no object). Greedy matching by score, any class, among the
+    detections scoring at least ``conf_threshold`` (the threshold in force, ``core.decode_settings``)."""
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for record in records:
         det = detections.get(record.image_id, {"boxes": [], "scores": [], "labels": []})

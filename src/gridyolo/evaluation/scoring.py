@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
+from gridyolo.core.decode_settings import resolve_conf_threshold
 from gridyolo.data.base import DetectionReader
-from gridyolo.deploy.formats import resolve_conf_threshold
 from gridyolo.evaluation.coco_metrics import coco_ground_truth, coco_results, evaluate_coco, is_coco
 from gridyolo.evaluation.voc_ap import best_f1_threshold, voc_ap
 from gridyolo.files import write_json

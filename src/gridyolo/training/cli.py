@@ -78,7 +78,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     ``--resume`` of a checkpoint that carries a pickle payload refuses it instead of running it."""
 
     def load_checkpoint(self, path, *args, **kwargs):  # Lightning >= 2.5 adds a weights_only argument
-        from gridyolo.deploy.checkpoint import safe_torch_load
+        from gridyolo.models.checkpoint import safe_torch_load
 
         checkpoint = safe_torch_load(str(path))
         # a resumed run gets the time limit it is given now (--trainer.max_time), not what is left of the
@@ -109,7 +109,7 @@ class GridYoloCLI(LightningCLI):
         resume = self.config.get("resume")
         self.resume_epochs_done = 0
         if resume is not None:
-            from gridyolo.deploy.checkpoint import load_checkpoint
+            from gridyolo.models.checkpoint import load_checkpoint
 
             # a clear error now rather than a traceback from inside fit; and what it holds
             self.resume_checkpoint = load_checkpoint(resume)

@@ -22,12 +22,12 @@ from torch.optim.swa_utils import AveragedModel
 
 from gridyolo.core.decode import decode_targets_batch
 from gridyolo.core.loss import Assign, BoxLoss, ClassLoss, ConfLoss, YoloV1Loss
-from gridyolo.deploy.checkpoint import ModelMeta
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth
 from gridyolo.evaluation.scoring import coco_scores
 from gridyolo.input_guards import check_input_size
 from gridyolo.models import backbone_stride, build_detector, stem_layers
+from gridyolo.models.checkpoint import ModelMeta
 from gridyolo.training.optim import build_optimizer, lr_lambda
 
 

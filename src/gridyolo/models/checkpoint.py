@@ -1,4 +1,5 @@
-"""What a checkpoint carries for detect / eval / export, and how to rebuild the model from it."""
+"""The training checkpoint format: what a checkpoint carries (``ModelMeta``), how it is read safely
+(``weights_only=True``), and how the model is rebuilt from it. Training writes it; deploy reads it."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Any
 import torch
 
 from gridyolo import __version__
-from gridyolo.deploy.formats import DEFAULT_CONF_THRESHOLD, resolve_conf_threshold, weights_format  # noqa: F401
 from gridyolo.errors import GridyoloError
 from gridyolo.input_guards import require_regular_file
-from gridyolo.models import Detector, build_detector
+from gridyolo.models.detector import Detector, build_detector
+from gridyolo.weights_kind import weights_format
 
 
 @dataclass
