@@ -24,7 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from common import DATA, RESULTS, ROOT, record
 
 from gridyolo.files import new_run_dir, write_json
@@ -34,10 +33,11 @@ FROM_SCRATCH = ["--model.weights", "null", "--model.grid_size", "10"]
 
 
 def loss_args(box: str, conf: str, cls: str, *more: str) -> list[str]:
-    """All three loss keys and the assignment, always: a config's own choice must not leak into a run named
-    for another (a later ``--model.assign`` in ``more`` wins: the last value of a key is the one used)."""
+    """All three loss keys, the assignment and the ignore rule, always: a config's own choice must not leak
+    into a run named for another (a later ``--model.assign`` in ``more`` wins: the last value of a key is
+    the one used)."""
     return ["--model.box_loss", box, "--model.conf_loss", conf, "--model.class_loss", cls,
-            "--model.assign", "responsible", *more]  # fmt: skip
+            "--model.assign", "responsible", "--model.ignore_iou", "null", *more]  # fmt: skip
 
 
 YOLOV1 = loss_args("sse", "sse", "sse")
@@ -68,27 +68,28 @@ ASSIGNMENTS = {  # which predictors learn an object (core.loss: assign, ignore_i
     "all_predictors_ignore_iou": [*BEST_LOSS, "--model.assign", "all_predictors", "--model.ignore_iou", "0.5"],
 }
 FREEZE8 = ["--model.freeze_stride", "8"]
-SYNTHETIC_RUNS = {  # the demo config; "demo" itself with YOLOv1's loss (the demo's default is sse+ciou/bce/ce)
-    "demo": ("configs/demo.yaml", YOLOV1),
-    **{f"demo_{name}": ("configs/demo.yaml", args) for name, args in LOSSES.items()},
-    **{f"demo_{name}": ("configs/demo.yaml", args) for name, args in HEADS.items()},
-    **{f"demo_{name}": ("configs/demo.yaml", args) for name, args in ASSIGNMENTS.items()},
+DEMO_S4 = ["--model.grid_size", "4", "--model.ignore_iou", "null"]  # the demo config before its grid moved to 8
+SYNTHETIC_OPTIONS = {  # the demo config at S=4; "demo" itself with YOLOv1's loss (the demo's is sse+ciou/bce/ce)
+    "demo": YOLOV1,
+    **{f"demo_{name}": args for name, args in LOSSES.items()},
+    **{f"demo_{name}": args for name, args in HEADS.items()},
+    **{f"demo_{name}": args for name, args in ASSIGNMENTS.items()},
     # the input size (the demo's 128 px halves the ~250 px images): S stays 4
-    "demo_256": ("configs/demo.yaml", [*BEST_LOSS, "--data.input_size", "256"]),
-    "demo_28_epochs": ("configs/demo.yaml", [*BEST_LOSS, "--trainer.max_epochs", "28"]),  # ~ demo_256's minutes
-    "demo_256_space_to_depth_s8": ("configs/demo.yaml", [*HEADS["space_to_depth_s8"], "--data.input_size", "256"]),
+    "demo_256": [*BEST_LOSS, "--data.input_size", "256"],
+    "demo_28_epochs": [*BEST_LOSS, "--trainer.max_epochs", "28"],  # ~ demo_256's minutes
+    "demo_256_space_to_depth_s8": [*HEADS["space_to_depth_s8"], "--data.input_size", "256"],
+    "demo_all_predictors_24_epochs_freeze8": [*ASSIGNMENTS["all_predictors_24_epochs"], *FREEZE8],
     # the feature map's own grid (8x8 at 128 px): each shape spans 2-4 cells; YOLOv2's ignore rule spares
-    # the confident boxes of the cells around its own (what made S=16 win on coco128_large)
-    "demo_s8_ignore_iou": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors"], "--model.ignore_iou", "0.5",
-                                                 "--model.grid_size", "8"]),
-    "demo_all_predictors_24_epochs_freeze8": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors_24_epochs"],
-                                                                    *FREEZE8]),
-    "demo_s8_ignore_iou_24_epochs": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors"], "--model.ignore_iou", "0.5",
-                                                           "--model.grid_size", "8", "--trainer.max_epochs", "24"]),
+    # the confident boxes of the cells around its own (what made S=16 win on coco128_large); the demo now
+    "demo_s8_ignore_iou": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8"],
+    "demo_s8_ignore_iou_24_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
+                                     "--trainer.max_epochs", "24"],
     # the FCOS comparator's CPU-seconds (307) at this option's ~15 CPU-s per epoch
-    "demo_s8_ignore_iou_20_epochs": ("configs/demo.yaml", [*ASSIGNMENTS["all_predictors"], "--model.ignore_iou", "0.5",
-                                                           "--model.grid_size", "8", "--trainer.max_epochs", "20"]),
-}
+    "demo_s8_ignore_iou_20_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
+                                     "--trainer.max_epochs", "20"],
+}  # fmt: skip
+# every option pins S=4 and no ignore rule first (later values win): a run named for an option measures it
+SYNTHETIC_RUNS = {name: ("configs/demo.yaml", [*DEMO_S4, *args]) for name, args in SYNTHETIC_OPTIONS.items()}
 RUNS = {  # config, extra overrides (ResNet-18 and tiny Darknet from scratch)
     "efficientnet_lite0": ("configs/bccd_lite0.yaml", YOLOV1),
     **{f"efficientnet_lite0_{name}": ("configs/bccd_lite0.yaml", args) for name, args in LOSSES.items()},
@@ -212,10 +213,10 @@ def synthetic_data() -> Path:
 
     root = ROOT / "runs" / "bench" / "synthetic_data"
     if not (root / "annotations" / "instances_test.json").exists():
-        with open(ROOT / "configs" / "demo.yaml", encoding="utf-8") as f:
-            grid_size = int(yaml.safe_load(f)["model"]["grid_size"])
+        from gridyolo.apps.demo import DEMO_DATA_GRID
+
         splits = {"train": 600, "val": 100, "test": 300}  # the generator is sequential: train, val as the demo's
-        write_synthetic_coco(str(root), splits=splits, grid_size=grid_size)
+        write_synthetic_coco(str(root), splits=splits, grid_size=DEMO_DATA_GRID)
     return root
 
 

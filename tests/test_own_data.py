@@ -53,8 +53,13 @@ def test_data_check_recommends_a_grid_that_fits(bccd_root, capsys):
     shares = {c["grid_size"]: c["owning_cell"] for c in report["candidates"]}
     assert shares[4] < shares[7] < shares[10] <= shares[20] <= 1.0  # finer grids lose fewer objects
     rec = report["recommended"]
-    assert shares[rec["grid_size"]] >= 0.97 and all(s < 0.97 for g, s in shares.items() if g < rec["grid_size"])
-    assert rec["input_size"] % (rec["grid_size"] * 16) == 0 and rec["feature_map"] % rec["grid_size"] == 0
+    # the measured rule: one cell per feature-map position at the smallest CPU input where the small objects
+    # (10th percentile of the shorter side) span a stride-16 cell; the coarse grid for YOLOv1's loss beside it
+    assert rec["grid_size"] == rec["feature_map"] == rec["input_size"] // 16 and rec["input_size"] >= 256
+    small = report["object_size"]["shorter_side"]["p10"]
+    assert small * rec["input_size"] >= 16 and (rec["input_size"] == 256 or small * (rec["input_size"] - 16) < 16)
+    coarse = rec["coarse_grid_size"]
+    assert shares[coarse] >= 0.97 and all(s < 0.97 for g, s in shares.items() if g < coarse) and coarse < 16
     # the share is what the loss sees: assign_cells on the letterboxed boxes of every image
     boxes, index = input_fractions(reader.records)
     assert owning_share(boxes, index, 7) == pytest.approx(shares[7], abs=1e-4)
@@ -62,9 +67,8 @@ def test_data_check_recommends_a_grid_that_fits(bccd_root, capsys):
                  "RBC,WBC,Platelets", "--no-decode"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert f"recommended: grid_size {rec['grid_size']}, input_size {rec['input_size']}" in out
-    assert rec["fine_grid_size"] == rec["input_size"] // 16 > rec["grid_size"]  # the feature map's own grid
-    assert f"for tighter boxes: grid_size {rec['fine_grid_size']} at the same input: one cell per" in out
-    assert "--model.ignore_iou 0.5" in out
+    assert "--model.ignore_iou 0.5" in out and "one cell per feature-map position" in out
+    assert f"with YOLOv1's loss instead: grid_size {coarse} at the same input" in out
     assert "object size sqrt(area) / input" in out
     # training's warnings: a grid the feature map does not divide into, and objects that lose their cell
     notes = grid_warnings(reader.records, grid_size=3, input_size=320, stride=16)

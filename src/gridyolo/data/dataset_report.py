@@ -95,6 +95,7 @@ def _format_grid(grid: dict, backbone: str) -> list[str]:
     rec = grid["recommended"]
     lines.append(f"recommended: grid_size {rec['grid_size']}, input_size {rec['input_size']} "
                  f"(feature map {rec['feature_map']}x{rec['feature_map']}): {rec['why']}")  # fmt: skip
-    if rec.get("fine_grid_size"):
-        lines.append(f"for tighter boxes: grid_size {rec['fine_grid_size']} at the same input: {rec['fine_why']}")
+    if rec.get("coarse_grid_size"):
+        lines.append(f"with YOLOv1's loss instead: grid_size {rec['coarse_grid_size']} at the same input: "
+                     f"{rec['coarse_why']}")  # fmt: skip
     return lines

@@ -7,7 +7,7 @@ of it: the head then pools whole blocks (ONNX export needs it; smaller maps are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,8 @@ def grid_report(
 
     Keys: ``object_size`` (quantiles of √(box area / input area) and of the shorter box side as a
     fraction of the input), ``candidates`` (``grid_size``, ``owning_cell``, ``input_sizes`` whose
-    feature map fits), ``recommended`` (``grid_size``, ``input_size``, ``feature_map``, ``why``).
+    feature map fits), ``recommended`` (``grid_size``, ``input_size``, ``feature_map``, ``why``,
+    ``coarse_grid_size`` / ``coarse_why``: the alternative for YOLOv1's loss).
     """
     boxes, index = input_fractions(records, resize_mode)
     sides = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) if len(boxes) else np.zeros((0, 2))
@@ -73,34 +74,41 @@ def grid_report(
          "input_sizes": fitting_input_sizes(s, stride)}
         for s in grid_sizes
     ]  # fmt: skip
+    recommended = _recommend(candidates, object_size, stride, lambda s: owning_share(boxes, index, s))
     return {"stride": stride, "objects": int(len(boxes)), "object_size": object_size, "candidates": candidates,
-            "recommended": _recommend(candidates, object_size, stride)}  # fmt: skip
+            "recommended": recommended}  # fmt: skip
 
 
-def _recommend(candidates: list[dict], object_size: dict, stride: int) -> dict:
-    """The smallest grid where ``OWN_CELL_TARGET`` of the objects own a cell (coarse grids train faster
-    and find more of the large objects: AP50), with the smallest fitting input in the CPU range whose small
-    objects (10th percentile of the shorter side) still span a feature-map cell; and, as the alternative
-    for tighter boxes, the grid of the feature map itself at that input (``fine_grid_size``: higher AP75
-    where measured, BENCHMARKS.md)."""
-    good = [c for c in candidates if c["owning_cell"] >= OWN_CELL_TARGET and c["input_sizes"]]
-    choice = good[0] if good else max(candidates, key=lambda c: c["owning_cell"])
+# what the recommended grid is trained with (configs/custom_cpu.yaml's defaults): the measured rule
+FINE_GRID_OPTIONS = ("--model.ignore_iou 0.5 --model.assign all_predictors --model.box_loss sse+ciou "
+                     "--model.conf_loss bce --model.class_loss ce")
+
+
+def _recommend(candidates: list[dict], object_size: dict, stride: int, share_at: Callable[[int], float]) -> dict:
+    """The grid of the feature map itself (one cell per position) at the smallest input in the CPU range
+    whose small objects (10th percentile of the shorter side) still span a feature-map cell, trained with
+    ``FINE_GRID_OPTIONS``: the best grid measured on every data set tried (synthetic shapes, bccd, a
+    large-object coco128 subset; BENCHMARKS.md "Which grid"). Beside it, the smallest grid where
+    ``OWN_CELL_TARGET`` of the objects own a cell (``coarse_grid_size``): the choice for YOLOv1's loss,
+    which pushes the boxes of the cells around an object to confidence 0 and so loses at fine grids."""
     small = object_size.get("shorter_side", {}).get("p10", 1.0)
-    sizes = choice["input_sizes"] or [choice["grid_size"] * stride]
-    in_range = [n for n in sizes if CPU_INPUT_RANGE[0] <= n <= CPU_INPUT_RANGE[1]] or sizes
-    sharp = [n for n in in_range if small * n >= stride]
-    size = sharp[0] if sharp else in_range[-1]
-    why = (f"{choice['owning_cell']:.1%} of objects own a cell at S={choice['grid_size']}"
-           + ("" if good else f" (no grid reaches {OWN_CELL_TARGET:.0%})")
-           + f"; small objects (10th percentile) span {small * size:.0f} px at {size} px, stride {stride}")  # fmt: skip
-    fine = size // stride  # one cell per feature-map position: boxes regressed from unpooled features
-    fine_why = ("one cell per feature-map position, with --model.ignore_iou 0.5 --model.assign all_predictors "
-                "--model.box_loss sse+ciou --model.conf_loss bce --model.class_loss ce (neighbouring cells "
-                "see a large object too; YOLOv1's loss pushes their boxes to 0, YOLOv2's ignore rule spares "
-                "them): on large objects it found and fitted best, on small ones the finest grid won "
-                "(BENCHMARKS.md, 'Which grid')")  # fmt: skip
-    return {"grid_size": choice["grid_size"], "input_size": size, "feature_map": fine, "why": why,
-            "fine_grid_size": fine if fine > choice["grid_size"] else None, "fine_why": fine_why}  # fmt: skip
+    sizes = list(range(CPU_INPUT_RANGE[0], CPU_INPUT_RANGE[1] + 1, stride)) or [CPU_INPUT_RANGE[0]]
+    sharp = [n for n in sizes if small * n >= stride]
+    size = sharp[0] if sharp else sizes[-1]
+    fine = size // stride
+    good = [c for c in candidates if c["owning_cell"] >= OWN_CELL_TARGET and c["input_sizes"]]
+    coarse = good[0] if good else max(candidates, key=lambda c: c["owning_cell"])
+    owning = share_at(fine)
+    why = (f"one cell per feature-map position, trained with {FINE_GRID_OPTIONS} (configs/custom_cpu.yaml's "
+           f"defaults): the best grid measured on every data set tried; small objects (10th percentile) span "
+           f"{small * size:.0f} px at {size} px, stride {stride}"
+           + f"; {owning:.1%} of objects own a cell")  # fmt: skip
+    coarse_why = (f"{coarse['owning_cell']:.1%} of objects own a cell at S={coarse['grid_size']}"
+                  + ("" if good else f" (no grid reaches {OWN_CELL_TARGET:.0%})")
+                  + "; with YOLOv1's loss (sse / sse / sse, assign responsible), which loses at fine grids")
+    return {"grid_size": fine, "input_size": size, "feature_map": fine, "why": why,
+            "coarse_grid_size": coarse["grid_size"] if coarse["grid_size"] < fine else None,
+            "coarse_why": coarse_why}  # fmt: skip
 
 
 def grid_warnings(records: Sequence[ImageRecord], grid_size: int, input_size: int, stride: int,
