@@ -156,6 +156,10 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "28 epochs": ("synthetic_runs", "demo_28_epochs"),
     "256 px": ("synthetic_runs", "demo_256"),
     "256 px s2d_s8": ("synthetic_runs", "demo_256_space_to_depth_s8"),
+    "all_predictors freeze_stride 8": ("synthetic_runs", "demo_all_predictors_freeze8"),
+    "S=8 ignore_iou (demo now)": ("synthetic_runs", "demo_s8_ignore_iou"),
+    "S=8 ignore_iou 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs"),
+    "S=8 ignore_iou 24 epochs": ("synthetic_runs", "demo_s8_ignore_iou_24_epochs"),
     "FCOS": ("comparator_runs", "fcos_synthetic"),
 }
 
