@@ -285,6 +285,9 @@ def test_a_ctrl_c_is_raised_at_the_next_batch_and_a_second_one_at_once():
 
     from gridyolo.training.interrupts import CtrlC
 
+    # Python's own handler, as in a terminal (a suite started as a background job inherits SIGINT ignored,
+    # and CtrlC rightly keeps that: the next test covers it)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     ctrl_c = CtrlC()
     ctrl_c.install()
     try:
@@ -306,7 +309,9 @@ def test_a_ctrl_c_is_raised_at_the_next_batch_and_a_second_one_at_once():
         ctrl_c.on_train_batch_start(None, None, None, 0)
     finally:
         ctrl_c.restore()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, inherited)
+    assert restored is signal.default_int_handler
 
 
 def test_a_background_job_that_ignores_sigint_keeps_ignoring_it():
