@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -61,12 +61,18 @@ INFO = {"input_size": 64, "grid_size": 2, "num_boxes": 1, "class_names": ["a", "
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(shape=st.lists(st.integers(1, 8), min_size=1, max_size=5))
+@example(shape=[1, 2, 2, 7])  # the layout of the metadata: decodes
+@example(shape=[2, 2, 2, 7])  # the layout, but two grids for one image
 def test_an_onnx_output_that_does_not_match_its_metadata_is_one_clear_error(tmp_path, shape):
     path = constant_model(tmp_path / "m.onnx", shape, INFO)
     image = np.zeros((40, 50, 3), dtype=np.uint8)
-    if shape[1:] == [2, 2, 7] and len(shape) == 4:  # [N, S, S, B*5 + C]: decodes (nothing scores above 0.25)
+    if shape == [1, 2, 2, 7]:  # [N, S, S, B*5 + C] for one image: decodes (nothing scores above 0.25)
         assert OnnxDetector(path)([image])[0]["boxes"].shape == (0, 4)
-        assert load_predictor(path).predict([image])[0]["boxes"].shape == (0, 4)
+        assert load_predictor(path)([image])[0]["boxes"].shape == (0, 4)
+        return
+    if shape[1:] == [2, 2, 7] and len(shape) == 4:  # a constant batch of another size: refused when run
+        with pytest.raises(GridyoloError, match=f"{shape[0]} grid\\(s\\) for a batch of 1 image"):
+            OnnxDetector(path)([image])
         return
     with pytest.raises(GridyoloError, match="does not match its metadata"):
         OnnxDetector(path)

@@ -80,9 +80,10 @@ def raw_shape(info: dict) -> tuple[int, int, int]:
     return s, s, int(info["num_boxes"]) * 5 + len(info["class_names"])
 
 
-def check_raw_shape(shape, info: dict, path: str) -> None:
+def check_raw_shape(shape, info: dict, path: str, batch: int | None = None) -> None:
     """``shape`` (a raw output's, or the graph's with symbolic dimensions as strings or ``None``) is
-    ``[N, S, S, B*5 + C]`` of ``info``; otherwise a ``GridyoloError``: decoding it would read another layout."""
+    ``[N, S, S, B*5 + C]`` of ``info``, with ``N == batch`` when the batch is known (a run); otherwise a
+    ``GridyoloError``: decoding it would read another layout, or give one image another's grid."""
     expected = raw_shape(info)
     shape = list(shape)
     fixed = [d if isinstance(d, int) else None for d in shape[1:]]
@@ -90,6 +91,9 @@ def check_raw_shape(shape, info: dict, path: str) -> None:
         raise GridyoloError(f"{path}: the model's output shape {shape} does not match its metadata "
                             f"[N, {', '.join(map(str, expected))}] (grid {expected[0]}, "
                             f"{info['num_boxes']} boxes, {len(info['class_names'])} classes)")  # fmt: skip
+    if batch is not None and shape[0] != batch:
+        raise GridyoloError(f"{path}: the model's output shape {shape} does not match its metadata: "
+                            f"{shape[0]} grid(s) for a batch of {batch} image(s)")  # fmt: skip
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -211,7 +215,7 @@ class OnnxDetector:
     def raw(self, batch: np.ndarray) -> np.ndarray:
         """``uint8 [N, 3, size, size]`` -> raw grid ``[N, S, S, B*5 + C]``."""
         raw = self.session.run(None, {"images": np.ascontiguousarray(batch, dtype=np.uint8)})[0]
-        check_raw_shape(raw.shape, self.info, self.path)
+        check_raw_shape(raw.shape, self.info, self.path, batch=len(batch))
         return raw
 
     predict_raw = raw

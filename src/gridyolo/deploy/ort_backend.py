@@ -67,7 +67,7 @@ class OnnxRuntimeModel:
     def predict_raw(self, batch: Tensor) -> Tensor:
         """``uint8 [N, 3, size, size]`` -> raw grid ``[N, S, S, B*5 + C]`` (float32)."""
         raw = self.session.run(None, {"images": batch.contiguous().numpy()})[0]
-        check_raw_shape(raw.shape, self.info, self.path)
+        check_raw_shape(raw.shape, self.info, self.path, batch=batch.shape[0])
         return torch.from_numpy(raw)
 
     def postprocess(self, raw: Tensor, params: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
