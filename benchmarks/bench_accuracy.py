@@ -96,6 +96,9 @@ BCCD_INPUTS = {
     "all_predictors_ignore_iou_416": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--data.input_size", "416",
                                       "--model.grid_size", "26", "--trainer.max_epochs", "32"],
 }  # fmt: skip
+# blood cells have no up and down: a vertical flip doubles the orientations seen (Ultralytics' flipud)
+BCCD_INPUTS["all_predictors_ignore_iou_416_flipud"] = [*BCCD_INPUTS["all_predictors_ignore_iou_416"],
+                                                        "--data.augment.flip_vertical", "0.5"]  # fmt: skip
 RUNS = {  # config, extra overrides (ResNet-18 and tiny Darknet from scratch)
     "efficientnet_lite0": ("configs/bccd_lite0.yaml", YOLOV1),
     **{f"efficientnet_lite0_{name}": ("configs/bccd_lite0.yaml", args) for name, args in LOSSES.items()},

@@ -9,6 +9,7 @@ import torch
 from gridyolo.core.letterbox import EvalTransform, boxes_to_input, boxes_to_original, letterbox
 from gridyolo.data.dataset import DetectionDataset, collate_detections
 from gridyolo.data.transforms import AugmentConfig, TrainTransform
+from gridyolo.errors import GridyoloError
 
 
 @pytest.mark.parametrize("mode", ["letterbox", "stretch"])
@@ -76,3 +77,23 @@ def test_collate_keeps_ragged_targets(bccd_reader):
     assert images.shape == (2, 3, 160, 160) and images.dtype == torch.uint8
     assert [len(t["labels"]) for t in targets] == [len(bccd_reader.records[i].labels) for i in (0, 1)]
     assert targets[0]["orig_size"].tolist() == [480, 640]
+
+
+def test_vertical_flip_mirrors_pixels_and_boxes():
+    """``flip_vertical=1`` with every other augmentation off: the image upside down, each box mirrored
+    about the horizontal midline (y1' = H - y2), labels unchanged."""
+    image, boxes, labels = _rectangle_scene(np.random.default_rng(0))
+    still = dict(scale=0.0, translate=0.0, hue=0.0, saturation=1.0, exposure=1.0, flip=0.0)
+    plain = TrainTransform(256, "stretch", AugmentConfig(**still), seed=0)
+    flipped = TrainTransform(256, "stretch", AugmentConfig(**still, flip_vertical=1.0), seed=0)
+    a, a_boxes, a_labels = plain(image, boxes, labels)
+    b, b_boxes, b_labels = flipped(image, boxes, labels)
+    np.testing.assert_array_equal(b, a[::-1])
+    np.testing.assert_allclose(b_boxes[:, [1, 3]], 256 - a_boxes[:, [3, 1]], atol=1e-3)
+    np.testing.assert_allclose(b_boxes[:, [0, 2]], a_boxes[:, [0, 2]], atol=1e-3)
+    assert b_labels.tolist() == a_labels.tolist() == labels.tolist()
+
+
+def test_vertical_flip_is_checked():
+    with pytest.raises(GridyoloError, match="augment.flip_vertical 1.5"):
+        AugmentConfig(flip_vertical=1.5)

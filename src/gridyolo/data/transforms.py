@@ -44,6 +44,8 @@ class AugmentConfig:
         hue: hue shift as a fraction of the colour circle.
         saturation, exposure: factors drawn in ``[1/f, f]``.
         flip: probability of a horizontal flip.
+        flip_vertical: probability of a vertical flip (0 unless up and down mean nothing in the images:
+            microscopy, aerial views).
         mosaic: probability of a 2x2 mosaic with three other training images.
         min_visibility: a box keeping less than this fraction of its area after the transform is dropped.
     """
@@ -54,19 +56,21 @@ class AugmentConfig:
     saturation: ColourFactor = 1.5
     exposure: ColourFactor = 1.5
     flip: ClosedUnitInterval = 0.5
+    flip_vertical: ClosedUnitInterval = 0.0
     mosaic: ClosedUnitInterval = 0.0
     min_visibility: ClosedUnitInterval = 0.25
 
     def __post_init__(self) -> None:  # the types check configs; this checks direct Python use
-        for name, (low, high) in {**dict.fromkeys(("scale", "translate", "flip", "mosaic", "min_visibility"),
-                                                  (0.0, 1.0)), "hue": (0.0, 0.5), "saturation": (1.0, math.inf),
-                                  "exposure": (1.0, math.inf)}.items():  # fmt: skip
+        probabilities = ("scale", "translate", "flip", "flip_vertical", "mosaic", "min_visibility")
+        ranges = {**dict.fromkeys(probabilities, (0.0, 1.0)), "hue": (0.0, 0.5),
+                  "saturation": (1.0, math.inf), "exposure": (1.0, math.inf)}  # fmt: skip
+        for name, (low, high) in ranges.items():
             if not low <= getattr(self, name) <= high:
                 raise GridyoloError(f"augment.{name} {getattr(self, name)}: must be in [{low}, {high}]")
 
 
 class TrainTransform:
-    """Letterbox, then (optional Mosaic) + random affine + colour jitter + flip, boxes following.
+    """Letterbox, then (optional Mosaic) + random affine + colour jitter + flips, boxes following.
 
     Call with an original image, its xyxy pixel boxes and labels (and, for Mosaic, a list of other
     already-letterboxed items); returns the augmented ``size x size`` image and its boxes in input pixels.
@@ -111,6 +115,8 @@ class TrainTransform:
             ),
             A.HorizontalFlip(p=cfg.flip),
         ]
+        if cfg.flip_vertical > 0:  # only when asked: every other config keeps its exact random stream
+            steps.append(A.VerticalFlip(p=cfg.flip_vertical))
         self.compose = A.Compose(
             steps,
             bbox_params=A.BboxParams(
