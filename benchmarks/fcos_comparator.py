@@ -162,11 +162,30 @@ def score(reader, predictions: dict[int, dict]) -> dict:
     return evaluate_coco(coco_ground_truth(reader), coco_results(predictions, reader.info.category_ids))
 
 
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """``section.key=value`` (value read as YAML) into the config, e.g. ``data.input_size=320``: a run
+    named for an input size keeps measuring it after the config's own value moves."""
+    for item in overrides:
+        path, sep, value = item.partition("=")
+        keys = path.split(".")
+        if not sep or not all(keys):
+            raise SystemExit(f"--set {item!r}: expected section.key=value")
+        node = config
+        for key in keys[:-1]:
+            if node.get(key) is None:  # absent, or ``augment:`` left empty
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                raise SystemExit(f"--set {item!r}: {key} is not a section")
+        node[keys[-1]] = yaml.safe_load(value)
+    return config
+
+
 def run(
     config_path: str, out: Path, minutes: float, seed: int, data_root: str | None, test_split: str,
-    max_epochs: int | None = None,
+    max_epochs: int | None = None, overrides: list[str] | None = None,
 ) -> dict:
-    config = yaml.safe_load(Path(config_path).read_text())
+    config = apply_overrides(yaml.safe_load(Path(config_path).read_text()), overrides or [])
     data, model_args = dict(config["data"]), dict(config["model"])
     if data_root:
         data["root"] = data_root
@@ -200,7 +219,8 @@ def run(
     row.update(val={k: v for k, v in module.history[best_epoch].items() if k != "epoch"} if module.history else {},
                minutes=round(seconds / 60, 1), cpu_seconds=round(cpu), epochs=trainer.current_epoch,
                best_epoch=best_epoch, history=module.history,
-               train_images=len(dm.train_reader), config=config_path, seed=seed)  # fmt: skip
+               train_images=len(dm.train_reader), config=config_path, overrides=overrides or [],
+               seed=seed)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(row, indent=1) + "\n")
     return row
@@ -215,8 +235,11 @@ def main() -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--test-split", default="test")
     parser.add_argument("--max-epochs", type=int, help="the config's by default; fewer so that the schedule fits")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (YAML), e.g. data.input_size=416; repeatable")
     args = parser.parse_args()
-    row = run(args.config, Path(args.out), args.minutes, args.seed, args.data_root, args.test_split, args.max_epochs)
+    row = run(args.config, Path(args.out), args.minutes, args.seed, args.data_root, args.test_split, args.max_epochs,
+              args.set)
     print(json.dumps({k: v for k, v in row.items() if k not in ("history", "per_class")}))
     if not math.isfinite(row["map"]):
         raise SystemExit(1)
