@@ -191,8 +191,9 @@ def option_rows(results: dict, options: dict[str, tuple[str, str]]) -> dict[str,
     return rows
 
 
-def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path) -> None:
-    """Test mAP / AP50 / AP75 per loss option: one dot per seed, a bar at the mean; a panel per dataset."""
+def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path, stacked: bool = False) -> None:
+    """Test mAP / AP50 / AP75 per loss option: one dot per seed, a bar at the mean; a panel per dataset
+    (side by side, or one above the other when ``stacked``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,8 +201,10 @@ def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path) -> None:
 
     metrics = {"map": "mAP@[.5:.95]", "map50": "AP50", "map75": "AP75"}
     width = max(6.0, 1.2 * max(len(by_loss) for by_loss in panels.values()))  # room for every option's label
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4), squeeze=False)
-    for ax, (title, by_loss) in zip(axes[0], panels.items()):
+    n = len(panels)
+    shape, size = ((n, 1), (width, 4 * n)) if stacked else ((1, n), (width * n, 4))
+    fig, axes = plt.subplots(*shape, figsize=size, squeeze=False)
+    for ax, (title, by_loss) in zip(axes.flat, panels.items()):
         for j, (key, label) in enumerate(metrics.items()):
             for i, rows in enumerate(by_loss.values()):
                 x = i + (j - 1) * 0.27
@@ -219,11 +222,25 @@ def plot_losses(panels: dict[str, dict[str, list[dict]]], path: Path) -> None:
     plt.close(fig)
 
 
+BCCD_GRID_OPTIONS = {  # the bccd panel of the same plot
+    "YOLOv1 loss, 320 px (old config)": ("bccd_runs", "efficientnet_lite0"),
+    "sse+ciou/bce/ce": ("bccd_runs", "efficientnet_lite0_sse+ciou_bce_ce"),
+    "all_predictors": ("bccd_runs", "efficientnet_lite0_all_predictors"),
+    "all_predictors ignore_iou": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou"),
+    "416 px S=26": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416"),
+    "416 px S=26 flipud": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_flipud"),
+    "FCOS 320 px": ("comparator_runs", "fcos_bccd"),
+    "FCOS 416 px": ("comparator_runs", "fcos_bccd_416"),
+}
+
+
 def plot_grid_options() -> None:
     results = {k: entry.get("value", {}) for k, entry in json.loads(RESULTS.read_text()).items()}
-    rows = option_rows(results, GRID_OPTIONS)
-    if rows:
-        plot_losses({"synthetic shapes, sse+ciou/bce/ce": rows}, ROOT / "benchmarks" / "grid_options.png")
+    panels = {"synthetic shapes, sse+ciou/bce/ce": option_rows(results, GRID_OPTIONS),
+              "bccd": option_rows(results, BCCD_GRID_OPTIONS)}  # fmt: skip
+    panels = {title: rows for title, rows in panels.items() if rows}
+    if panels:
+        plot_losses(panels, ROOT / "benchmarks" / "grid_options.png", stacked=True)
 
 
 def synthetic_data() -> Path:
