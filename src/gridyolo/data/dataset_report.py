@@ -28,7 +28,7 @@ def dataset_report(
     """
     report = _counts(reader)
     if stride is not None:
-        report["grid"] = grid_report(reader.records, stride, resize_mode)
+        report["grid"] = grid_report(reader.records, stride, resize_mode, class_names=reader.info.class_names)
     report["notes"] = list(getattr(reader, "notes", []))
     if decode_images:
         problems = check_images(reader.records, reader.name, workers, use_cache, progress)
