@@ -174,7 +174,7 @@ def test_summary_shows_exactly_the_checkpoint_and_the_formula_holds(tmp_path, ca
         assert row["params"] == k * row["in_channels"] // row["groups"] * row["out_channels"] + row["out_channels"] * \
             row["bias"], row  # fmt: skip
     assert main(["summary", "--config", "configs/bccd_lite0.yaml", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["output_shape"] == [1, 20, 20, 13]
+    assert json.loads(capsys.readouterr().out)["output_shape"] == [1, 26, 26, 13]
     assert main(["summary", "--weights", str(weights), "--grid", "5"]) == 2
 
 
