@@ -41,6 +41,22 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _assert_same_detections(record: dict, own: dict) -> None:
+    """The same detections, in either order: a batch of 3 and a batch of 1 can differ in the 7th digit of a
+    score (the CPU's kernels), which swaps two boxes of tied scores in the sorted output."""
+    boxes, labels = np.asarray(record["boxes"]).reshape(-1, 4), record["labels"]
+    scores = np.asarray(record["scores"])
+    own_boxes, own_labels, own_scores = own["boxes"].numpy(), own["labels"].tolist(), own["scores"].numpy()
+    assert len(labels) == len(own_labels)
+    unmatched = list(range(len(own_labels)))
+    for box, label, score in zip(boxes, labels, scores):
+        match = [j for j in unmatched if own_labels[j] == label and np.allclose(box, own_boxes[j], atol=1e-3)
+                 and abs(score - own_scores[j]) < 1e-4]  # fmt: skip
+        assert match, (box, label, score)
+        unmatched.remove(match[0])
+    assert np.all(np.diff(scores) <= 1e-4)  # still sorted by score
+
+
 def test_folder_batched_and_torchscript_gives_the_same_records(weights, images, tmp_path):
     ckpt, script = weights
     a = run_detect(
@@ -58,8 +74,8 @@ def test_folder_batched_and_torchscript_gives_the_same_records(weights, images, 
     for x, y in zip(ra, rb):
         image = torch.from_numpy(cv2.cvtColor(cv2.imread(y["source"]), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
         (own,) = scripted([image])
-        assert y["labels"] == own["labels"].tolist() and y["frame"] is None
-        assert np.allclose(np.asarray(y["boxes"]).reshape(-1, 4), own["boxes"].numpy(), atol=1e-3)
+        assert y["frame"] is None
+        _assert_same_detections(y, own)
         height, width = cv2.imread(x["source"]).shape[:2]
         boxes = np.asarray(x["boxes"]).reshape(-1, 4)
         assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= width).all() and (boxes[:, [1, 3]] <= height).all()
