@@ -87,6 +87,12 @@ SYNTHETIC_OPTIONS = {  # the demo config at S=4; "demo" itself with YOLOv1's los
     # the FCOS comparator's CPU-seconds (307) at this option's ~15 CPU-s per epoch
     "demo_s8_ignore_iou_20_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
                                      "--trainer.max_epochs", "20"],
+    # the same with the stride-8 map's 2x2 positions per cell in the channels (FCOS's finest level, P3)
+    "demo_s8_ignore_iou_s2d_s8_20_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
+                                            "--model.head", "space_to_depth_s8", "--trainer.max_epochs", "20"],
+    # ... at the FCOS comparator's CPU-seconds (~300): the stride-8 head costs ~17% more per epoch here
+    "demo_s8_ignore_iou_s2d_s8_17_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
+                                            "--model.head", "space_to_depth_s8", "--trainer.max_epochs", "17"],
 }  # fmt: skip
 # every option pins S=4 and no ignore rule first (later values win): a run named for an option measures it
 SYNTHETIC_RUNS = {name: ("configs/demo.yaml", [*DEMO_S4, *args]) for name, args in SYNTHETIC_OPTIONS.items()}
@@ -100,6 +106,15 @@ BCCD_INPUTS = {
 # 40 epochs: the FCOS comparator's CPU-seconds at 320 px (~1,950)
 BCCD_INPUTS["all_predictors_ignore_iou_416_40_epochs"] = [*BCCD_INPUTS["all_predictors_ignore_iou_416"],
                                                            "--trainer.max_epochs", "40"]  # fmt: skip
+# the stride-8 map's 2x2 positions per cell in the channels (52x52 at 416 px): Platelets are ~2 cells wide;
+# 36 epochs keep the CPU-seconds near the 40-epoch pool head's
+BCCD_INPUTS["all_predictors_ignore_iou_416_s2d_s8"] = [*BCCD_INPUTS["all_predictors_ignore_iou_416"],
+                                                        "--model.head", "space_to_depth_s8",
+                                                        "--trainer.max_epochs", "36"]  # fmt: skip
+# YOLOv4's Mosaic (albumentations; each image at its own scale, four per sample) on half the samples: more
+# cells and contexts per step for a 248-image training set
+BCCD_INPUTS["all_predictors_ignore_iou_416_40_epochs_mosaic"] = [
+    *BCCD_INPUTS["all_predictors_ignore_iou_416_40_epochs"], "--data.augment.mosaic", "0.5"]  # fmt: skip
 BCCD_INPUTS["all_predictors_ignore_iou_416_flipud"] = [*BCCD_INPUTS["all_predictors_ignore_iou_416"],
                                                         "--data.augment.flip_vertical", "0.5"]  # fmt: skip
 # bccd_lite0.yaml before it moved to 416 px: every bccd option pins it first (later values win), so a run's
@@ -179,6 +194,8 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "S=8 ignore_iou (demo now)": ("synthetic_runs", "demo_s8_ignore_iou"),
     "S=8 ignore_iou 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs"),
     "S=8 ignore_iou 24 epochs": ("synthetic_runs", "demo_s8_ignore_iou_24_epochs"),
+    "S=8 ignore_iou s2d_s8 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_20_epochs"),
+    "S=8 ignore_iou s2d_s8 17 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs"),
     "FCOS": ("comparator_runs", "fcos_synthetic"),
 }
 
@@ -234,6 +251,8 @@ BCCD_GRID_OPTIONS = {  # the bccd panel of the same plot
     "416 px S=26": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416"),
     "416 px S=26 flipud": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_flipud"),
     "416 px S=26 40 epochs": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_40_epochs"),
+    "416 px S=26 s2d_s8 36 epochs": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_s2d_s8"),
+    "416 px S=26 40 epochs mosaic": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_40_epochs_mosaic"),
     "FCOS 320 px": ("comparator_runs", "fcos_bccd"),
     "FCOS 416 px": ("comparator_runs", "fcos_bccd_416"),
 }
