@@ -68,7 +68,10 @@ ASSIGNMENTS = {  # which predictors learn an object (core.loss: assign, ignore_i
     "all_predictors_ignore_iou": [*BEST_LOSS, "--model.assign", "all_predictors", "--model.ignore_iou", "0.5"],
 }
 FREEZE8 = ["--model.freeze_stride", "8"]
-DEMO_S4 = ["--model.grid_size", "4", "--model.ignore_iou", "null"]  # the demo config before its grid moved to 8
+# the demo config before its grid moved to 8 and its head to space_to_depth_s8
+DEMO_S4 = ["--model.grid_size", "4", "--model.ignore_iou", "null", "--model.head", "pool"]
+S8_IGNORE = [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8"]
+S2D_S8 = ["--model.head", "space_to_depth_s8"]
 SYNTHETIC_OPTIONS = {  # the demo config at S=4; "demo" itself with YOLOv1's loss (the demo's is sse+ciou/bce/ce)
     "demo": YOLOV1,
     **{f"demo_{name}": args for name, args in LOSSES.items()},
@@ -80,24 +83,19 @@ SYNTHETIC_OPTIONS = {  # the demo config at S=4; "demo" itself with YOLOv1's los
     "demo_256_space_to_depth_s8": [*HEADS["space_to_depth_s8"], "--data.input_size", "256"],
     "demo_all_predictors_24_epochs_freeze8": [*ASSIGNMENTS["all_predictors_24_epochs"], *FREEZE8],
     # the feature map's own grid (8x8 at 128 px): each shape spans 2-4 cells; YOLOv2's ignore rule spares
-    # the confident boxes of the cells around its own (what made S=16 win on coco128_large); the demo now
-    "demo_s8_ignore_iou": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8"],
-    "demo_s8_ignore_iou_24_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
-                                     "--trainer.max_epochs", "24"],
+    # the confident boxes of the cells around its own (what made S=16 win on coco128_large)
+    "demo_s8_ignore_iou": S8_IGNORE,
+    "demo_s8_ignore_iou_24_epochs": [*S8_IGNORE, "--trainer.max_epochs", "24"],
     # the FCOS comparator's CPU-seconds (307) at this option's ~15 CPU-s per epoch
-    "demo_s8_ignore_iou_20_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
-                                     "--trainer.max_epochs", "20"],
-    # the demo's 12 epochs with the stride-8 head (below): does it win at the demo's own budget?
-    "demo_s8_ignore_iou_s2d_s8": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
-                                  "--model.head", "space_to_depth_s8"],
-    # the same with the stride-8 map's 2x2 positions per cell in the channels (FCOS's finest level, P3)
-    "demo_s8_ignore_iou_s2d_s8_20_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
-                                            "--model.head", "space_to_depth_s8", "--trainer.max_epochs", "20"],
+    "demo_s8_ignore_iou_20_epochs": [*S8_IGNORE, "--trainer.max_epochs", "20"],
+    # the stride-8 map's 2x2 positions per cell in the channels (FCOS's finest level, P3); the demo now
+    "demo_s8_ignore_iou_s2d_s8": [*S8_IGNORE, *S2D_S8],
+    "demo_s8_ignore_iou_s2d_s8_20_epochs": [*S8_IGNORE, *S2D_S8, "--trainer.max_epochs", "20"],
     # ... at the FCOS comparator's CPU-seconds (~300): the stride-8 head costs ~17% more per epoch here
-    "demo_s8_ignore_iou_s2d_s8_17_epochs": [*ASSIGNMENTS["all_predictors_ignore_iou"], "--model.grid_size", "8",
-                                            "--model.head", "space_to_depth_s8", "--trainer.max_epochs", "17"],
+    "demo_s8_ignore_iou_s2d_s8_17_epochs": [*S8_IGNORE, *S2D_S8, "--trainer.max_epochs", "17"],
 }  # fmt: skip
-# every option pins S=4 and no ignore rule first (later values win): a run named for an option measures it
+# every option pins S=4, no ignore rule and the pool head first (later values win): a run named for an option
+# measures it
 SYNTHETIC_RUNS = {name: ("configs/demo.yaml", [*DEMO_S4, *args]) for name, args in SYNTHETIC_OPTIONS.items()}
 # bccd's Platelets are ~15 px at 320: a larger input at the feature map's own grid (S = input / 16), with
 # fewer epochs so that the run's CPU-seconds stay near the FCOS comparator's (~2,000) and its cosine anneals
@@ -194,10 +192,10 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "256 px": ("synthetic_runs", "demo_256"),
     "256 px s2d_s8": ("synthetic_runs", "demo_256_space_to_depth_s8"),
     "all_predictors freeze_stride 8": ("synthetic_runs", "demo_all_predictors_freeze8"),
-    "S=8 ignore_iou (demo now)": ("synthetic_runs", "demo_s8_ignore_iou"),
+    "S=8 ignore_iou (demo before)": ("synthetic_runs", "demo_s8_ignore_iou"),
     "S=8 ignore_iou 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs"),
     "S=8 ignore_iou 24 epochs": ("synthetic_runs", "demo_s8_ignore_iou_24_epochs"),
-    "S=8 ignore_iou s2d_s8": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8"),
+    "S=8 ignore_iou s2d_s8 (demo now)": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8"),
     "S=8 ignore_iou s2d_s8 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_20_epochs"),
     "S=8 ignore_iou s2d_s8 17 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs"),
     "FCOS": ("comparator_runs", "fcos_synthetic"),
