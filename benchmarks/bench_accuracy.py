@@ -116,6 +116,9 @@ BCCD_INPUTS["all_predictors_ignore_iou_416_s2d_s8"] = [*BCCD_INPUTS["all_predict
 # cells and contexts per step for a 248-image training set
 BCCD_INPUTS["all_predictors_ignore_iou_416_40_epochs_mosaic"] = [
     *BCCD_INPUTS["all_predictors_ignore_iou_416_40_epochs"], "--data.augment.mosaic", "0.5"]  # fmt: skip
+# ... with Mosaic off for the last 10 epochs (Ultralytics' close_mosaic): the model ends on whole images
+BCCD_INPUTS["all_predictors_ignore_iou_416_40_epochs_mosaic_close10"] = [
+    *BCCD_INPUTS["all_predictors_ignore_iou_416_40_epochs_mosaic"], "--data.augment.close_mosaic", "10"]  # fmt: skip
 BCCD_INPUTS["all_predictors_ignore_iou_416_flipud"] = [*BCCD_INPUTS["all_predictors_ignore_iou_416"],
                                                         "--data.augment.flip_vertical", "0.5"]  # fmt: skip
 # bccd_lite0.yaml before it moved to 416 px: every bccd option pins it first (later values win), so a run's

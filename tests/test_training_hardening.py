@@ -141,6 +141,32 @@ def test_persistent_loader_workers_draw_the_same_batches_as_reforked_ones(tiny_r
     assert not torch.equal(persistent[0][0], persistent[1][0])  # a new order / augmentation each epoch
 
 
+def test_close_mosaic_reaches_persistent_workers(tiny_root):
+    """``close_mosaic`` counts back from the trainer's last epoch; a persistent worker (forked in epoch 0)
+    stops the mosaics there: epoch 2 of 3 is batch for batch what a run without Mosaic draws."""
+    from types import SimpleNamespace
+
+    still = dict(scale=0.0, translate=0.0, hue=0.0, saturation=1.0, exposure=1.0, flip=0.0)
+
+    def epochs(augment: AugmentConfig) -> list[list[torch.Tensor]]:
+        data = DetectionDataModule(str(tiny_root), "voc", "train", "train", classes=CLASSES, input_size=64,
+                                   batch_size=4, num_workers=1, check_images=False, augment=augment)  # fmt: skip
+        data.trainer = SimpleNamespace(max_epochs=3, world_size=1, global_rank=0)
+        data.setup()
+        loader = data.train_dataloader()
+        assert loader.persistent_workers
+        seen = []
+        for epoch in range(3):
+            loader.sampler.set_epoch(epoch)
+            seen.append([images for images, _ in loader])
+        return seen
+
+    closing = epochs(AugmentConfig(**still, mosaic=1.0, close_mosaic=1))
+    plain = epochs(AugmentConfig(**still))
+    assert not torch.equal(closing[0][0], plain[0][0]) and not torch.equal(closing[1][0], plain[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(closing[2], plain[2]))
+
+
 def test_frozen_backbone_keeps_weights_statistics_and_optimizer_state(tiny_root, tmp_path):
     L.seed_everything(0)
     data = DetectionDataModule(str(tiny_root), "voc", "train", "train", classes=CLASSES, input_size=64,

@@ -71,6 +71,41 @@ def test_training_augments_and_evaluation_does_not(bccd_reader):
     )
 
 
+def test_close_mosaic_ends_the_mosaics_at_its_epoch(bccd_reader):
+    """Mosaic 1.0 reads three other images per sample; from epoch ``mosaic_epochs`` on, a sample is its
+    own image alone: one read, its own boxes (all of them, the affine aside), the same as a run without Mosaic."""
+    reads = []
+
+    class CountingReader:
+        def __init__(self, reader):
+            self.reader = reader
+
+        def __len__(self):
+            return len(self.reader)
+
+        def __getitem__(self, index):
+            reads.append(index)
+            return self.reader[index]
+
+    still = dict(scale=0.0, translate=0.0, hue=0.0, saturation=1.0, exposure=1.0, flip=0.0, min_visibility=0.0)
+    transform = TrainTransform(224, "stretch", AugmentConfig(**still, mosaic=1.0), seed=0)
+    dataset = DetectionDataset(CountingReader(bccd_reader), transform, mosaic_epochs=2)
+    plain = DetectionDataset(bccd_reader, TrainTransform(224, "stretch", AugmentConfig(**still), seed=0))
+    mosaic_boxes = []
+    for epoch in range(4):
+        reads.clear()
+        image, target = dataset[(epoch, 5)]
+        if epoch < 2:
+            assert len(reads) == 4  # its own and three others
+            mosaic_boxes.append(target["boxes"])
+        else:
+            assert reads == [5]
+            expected_image, expected = plain[(epoch, 5)]
+            assert torch.equal(image, expected_image)
+            torch.testing.assert_close(target["boxes"], expected["boxes"])
+    assert not torch.equal(mosaic_boxes[0], plain[(0, 5)][1]["boxes"])
+
+
 def test_collate_keeps_ragged_targets(bccd_reader):
     dataset = DetectionDataset(bccd_reader, EvalTransform(160))
     images, targets = collate_detections([dataset[0], dataset[1]])
@@ -97,3 +132,5 @@ def test_vertical_flip_mirrors_pixels_and_boxes():
 def test_vertical_flip_is_checked():
     with pytest.raises(GridyoloError, match="augment.flip_vertical 1.5"):
         AugmentConfig(flip_vertical=1.5)
+    with pytest.raises(GridyoloError, match="augment.close_mosaic -1"):
+        AugmentConfig(close_mosaic=-1)

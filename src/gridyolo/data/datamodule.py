@@ -18,7 +18,7 @@ from gridyolo.data.image_scan import FATAL, check_images
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
 from gridyolo.data.transforms import AugmentConfig, TrainTransform
-from gridyolo.errors import DatasetError
+from gridyolo.errors import DatasetError, GridyoloError
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -141,8 +141,13 @@ class DetectionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         transform = TrainTransform(self.input_size, self.resize_mode, self.augment, seed=self.seed)
-        dataset = DetectionDataset(self.train_reader, transform, seed=self.seed)
         trainer = self.trainer
+        mosaic_epochs = None
+        if self.augment.close_mosaic > 0:
+            max_epochs = trainer.max_epochs if trainer is not None else None
+            check_close_mosaic(self.augment.close_mosaic, max_epochs)
+            mosaic_epochs = max_epochs - self.augment.close_mosaic
+        dataset = DetectionDataset(self.train_reader, transform, seed=self.seed, mosaic_epochs=mosaic_epochs)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         return DataLoader(
             dataset,
@@ -162,6 +167,18 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_detections,
             persistent_workers=self.num_workers > 0,
+        )
+
+
+def check_close_mosaic(close_mosaic: int, max_epochs: int | None) -> None:
+    """``augment.close_mosaic`` counts back from the last epoch: the run needs a last epoch, after at
+    least one epoch of Mosaic."""
+    if max_epochs is None or max_epochs < 0:
+        raise GridyoloError(f"augment.close_mosaic {close_mosaic}: needs --trainer.max_epochs (it counts back from it)")
+    if close_mosaic >= max_epochs:
+        raise GridyoloError(
+            f"augment.close_mosaic {close_mosaic}: must be below --trainer.max_epochs {max_epochs} "
+            "(Mosaic would never run)"
         )
 
 

@@ -26,15 +26,23 @@ class DetectionDataset(Dataset):
     Args:
         reader: any ``DetectionReader``.
         transform: ``TrainTransform`` (augmenting; Mosaic draws three other random items) or ``EvalTransform``.
+        mosaic_epochs: Mosaic only in epochs ``0 .. mosaic_epochs - 1`` (``augment.close_mosaic``);
+            ``None``: in every epoch.
     """
 
     def __init__(
-        self, reader: DetectionReader, transform: TrainTransform | EvalTransform, seed: int = 0, rank: int = 0
+        self,
+        reader: DetectionReader,
+        transform: TrainTransform | EvalTransform,
+        seed: int = 0,
+        rank: int = 0,
+        mosaic_epochs: int | None = None,
     ) -> None:
         self.reader = reader
         self.transform = transform
         self.seed = seed
         self.rank = rank
+        self.mosaic_epochs = mosaic_epochs
         self.epoch = 0
         self._rng = np.random.default_rng(seed)
         self._seeded_for: tuple[int, int] | None = None
@@ -51,6 +59,10 @@ class DetectionDataset(Dataset):
             self._rng = np.random.default_rng(int(stream))
             self._seeded_for = key
 
+    def _mosaic_now(self) -> bool:
+        closed = self.mosaic_epochs is not None and self.epoch >= self.mosaic_epochs
+        return self.transform.augment.mosaic > 0 and len(self.reader) > 1 and not closed
+
     def __len__(self) -> int:
         return len(self.reader)
 
@@ -64,7 +76,7 @@ class DetectionDataset(Dataset):
         if not isinstance(self.transform, EvalTransform):  # augmenting
             self._reseed()
             mosaic_items = None
-            if self.transform.augment.mosaic > 0 and len(self.reader) > 1:
+            if self._mosaic_now():
                 others = self._rng.integers(0, len(self.reader), 3).tolist()
                 mosaic_items = [
                     self.transform.prepare(s.image, s.boxes, s.labels) for s in map(self.reader.__getitem__, others)

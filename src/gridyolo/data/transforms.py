@@ -14,7 +14,7 @@ from types import ModuleType
 
 import cv2
 import numpy as np
-from jsonargparse.typing import ClosedUnitInterval, restricted_number_type
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, restricted_number_type
 
 from gridyolo.core.letterbox import PAD_VALUE, boxes_to_input, letterbox
 from gridyolo.errors import GridyoloError
@@ -47,6 +47,8 @@ class AugmentConfig:
         flip_vertical: probability of a vertical flip (0 unless up and down mean nothing in the images:
             microscopy, aerial views).
         mosaic: probability of a 2x2 mosaic with three other training images.
+        close_mosaic: Mosaic is off for this many final epochs (Ultralytics' ``close_mosaic``), so the
+            model ends on whole images at their own scale, as it will see them.
         min_visibility: a box keeping less than this fraction of its area after the transform is dropped.
     """
 
@@ -58,6 +60,7 @@ class AugmentConfig:
     flip: ClosedUnitInterval = 0.5
     flip_vertical: ClosedUnitInterval = 0.0
     mosaic: ClosedUnitInterval = 0.0
+    close_mosaic: NonNegativeInt = 0
     min_visibility: ClosedUnitInterval = 0.25
 
     def __post_init__(self) -> None:  # the types check configs; this checks direct Python use
@@ -67,6 +70,8 @@ class AugmentConfig:
         for name, (low, high) in ranges.items():
             if not low <= getattr(self, name) <= high:
                 raise GridyoloError(f"augment.{name} {getattr(self, name)}: must be in [{low}, {high}]")
+        if isinstance(self.close_mosaic, bool) or not isinstance(self.close_mosaic, int) or self.close_mosaic < 0:
+            raise GridyoloError(f"augment.close_mosaic {self.close_mosaic!r}: must be a whole number of epochs >= 0")
 
 
 class TrainTransform:
@@ -89,15 +94,12 @@ class TrainTransform:
         cfg = self.augment
         A = _albumentations()  # noqa: N806 -- albumentations' usual name
         steps: list = []
+        self._mosaic = None
         if cfg.mosaic > 0:
-            steps.append(
-                A.Mosaic(
-                    target_size=(input_size, input_size),
-                    cell_shape=(input_size, input_size),
-                    fill=PAD_VALUE,
-                    p=cfg.mosaic,
-                )
+            self._mosaic = A.Mosaic(
+                target_size=(input_size, input_size), cell_shape=(input_size, input_size), fill=PAD_VALUE, p=cfg.mosaic
             )
+            steps.append(self._mosaic)
         steps += [
             A.Affine(
                 scale=(1.0 - cfg.scale, 1.0 + cfg.scale),
@@ -139,9 +141,13 @@ class TrainTransform:
     def __call__(
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, mosaic_items: list[dict] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Returns ``(image uint8 [S, S, 3], boxes float32 [K, 4] xyxy input px, labels int64 [K])``."""
+        """Returns ``(image uint8 [S, S, 3], boxes float32 [K, 4] xyxy input px, labels int64 [K])``.
+
+        Mosaic (when configured) applies only to a call given ``mosaic_items``: without them (the epochs
+        after ``close_mosaic``, a one-image dataset) the sample is the image alone."""
         data = self.prepare(image, boxes, labels)
-        if self.augment.mosaic > 0:
+        if self._mosaic is not None:
+            self._mosaic.p = self.augment.mosaic if mosaic_items else 0.0  # its draw still happens: same stream
             data["mosaic_metadata"] = mosaic_items or []
         out = self.compose(**data)
         out_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
