@@ -269,11 +269,17 @@ def test_bad_runs_fail_with_one_line(tiny_root, tmp_path, capsys):
     (tiny_root / "ImageSets" / "Main" / "empty.txt").write_text("")
     assert _train(tmp_path, config, "--data.train_split", "empty") == 2
     _one_line_error(capsys, r"no usable images in the training split 'empty'")
-    assert _train(tmp_path, config, "--data.augment.mosaic", "0.5", "--data.augment.close_mosaic", "1") == 2
-    _one_line_error(capsys, r"augment.close_mosaic 1: must be below --trainer.max_epochs 1 \(Mosaic would never run\)")
+    assert _train(tmp_path, config, "--data.augment.mosaic", "0.5", "--data.augment.close_mosaic", "1",
+                  "--trainer.max_epochs", "-1", "--trainer.max_steps", "2") == 2  # fmt: skip
+    _one_line_error(capsys, r"augment.close_mosaic 1: needs --trainer.max_epochs \(it counts back from it\)")
     assert _train(tmp_path, config, "--data.augment.close_mosaic", "-1") == 2
     _one_line_error(capsys, r"bad training configuration: .*close_mosaic")
     assert not (tmp_path / "runs" / "exp").exists()  # a refused run leaves no folder
+    # a config's close_mosaic longer than a shortened run: the run goes on, without Mosaic, and says so
+    assert _train(tmp_path, config, "--data.augment.mosaic", "0.5", "--data.augment.close_mosaic", "10") == 0
+    assert "augment.close_mosaic 10 >= --trainer.max_epochs 1: no epoch of this run uses Mosaic" in (
+        capsys.readouterr().err
+    )
 
 
 def test_class_count_mismatch_on_resume_and_eval(tiny_root, tmp_path, capsys, coco128_root):

@@ -142,12 +142,10 @@ class DetectionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         transform = TrainTransform(self.input_size, self.resize_mode, self.augment, seed=self.seed)
         trainer = self.trainer
-        mosaic_epochs = None
+        first_epochs = None
         if self.augment.close_mosaic > 0:
-            max_epochs = trainer.max_epochs if trainer is not None else None
-            check_close_mosaic(self.augment.close_mosaic, max_epochs)
-            mosaic_epochs = max_epochs - self.augment.close_mosaic
-        dataset = DetectionDataset(self.train_reader, transform, seed=self.seed, mosaic_epochs=mosaic_epochs)
+            first_epochs = mosaic_epochs(self.augment.close_mosaic, trainer.max_epochs if trainer is not None else None)
+        dataset = DetectionDataset(self.train_reader, transform, seed=self.seed, mosaic_epochs=first_epochs)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         return DataLoader(
             dataset,
@@ -170,16 +168,12 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
 
-def check_close_mosaic(close_mosaic: int, max_epochs: int | None) -> None:
-    """``augment.close_mosaic`` counts back from the last epoch: the run needs a last epoch, after at
-    least one epoch of Mosaic."""
+def mosaic_epochs(close_mosaic: int, max_epochs: int | None) -> int:
+    """How many first epochs use Mosaic when ``augment.close_mosaic`` switches it off for the last ones
+    (none when the run is that short: ``--trainer.max_epochs 3`` on a config closing 10)."""
     if max_epochs is None or max_epochs < 0:
         raise GridyoloError(f"augment.close_mosaic {close_mosaic}: needs --trainer.max_epochs (it counts back from it)")
-    if close_mosaic >= max_epochs:
-        raise GridyoloError(
-            f"augment.close_mosaic {close_mosaic}: must be below --trainer.max_epochs {max_epochs} "
-            "(Mosaic would never run)"
-        )
+    return max(max_epochs - close_mosaic, 0)
 
 
 def _builtin(value):

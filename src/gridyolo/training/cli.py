@@ -24,7 +24,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gridyolo.allocator import keep_freed_memory
-from gridyolo.data.datamodule import DetectionDataModule, check_close_mosaic
+from gridyolo.data.datamodule import DetectionDataModule, mosaic_epochs
 from gridyolo.errors import GridyoloError
 from gridyolo.files import new_run_dir, write_json
 from gridyolo.training.callbacks import BestCheckpoint, RunStatus, RunSummary
@@ -216,12 +216,17 @@ def run_train(argv: Sequence[str]) -> int:
     except BaseException:
         placement.remove_if_empty()  # a run that never started leaves no folder behind
         raise
-    if cli.datamodule.augment.close_mosaic > 0:  # refused here, before the run starts, not at its first epoch
+    augment = cli.datamodule.augment
+    if augment.close_mosaic > 0 and augment.mosaic > 0:  # refused here, before the run starts
         try:
-            check_close_mosaic(cli.datamodule.augment.close_mosaic, cli.trainer.max_epochs)
+            with_mosaic = mosaic_epochs(augment.close_mosaic, cli.trainer.max_epochs)
         except GridyoloError:
             placement.remove_if_empty()
             raise
+        if with_mosaic == 0 and local_rank() == 0:
+            note = (f"augment.close_mosaic {augment.close_mosaic} >= --trainer.max_epochs {cli.trainer.max_epochs}: "
+                    "no epoch of this run uses Mosaic")  # fmt: skip
+            print(f"gridyolo: warning: {note}", file=sys.stderr, flush=True)
     if cli.config.get("resume"):
         try:
             _refuse_a_resume_with_nothing_left(cli.config["resume"], cli.resume_epochs_done, cli.trainer.max_epochs)
