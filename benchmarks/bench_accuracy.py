@@ -97,6 +97,8 @@ SYNTHETIC_OPTIONS = {  # the demo config at S=4; "demo" itself with YOLOv1's los
     "demo_s8_ignore_iou_s2d_s8_17_epochs_batch8": [*S8_IGNORE, *S2D_S8, "--trainer.max_epochs", "17",
                                                     "--data.batch_size", "8"],
     "demo_s8_ignore_iou_20_epochs_batch8": [*S8_IGNORE, "--trainer.max_epochs", "20", "--data.batch_size", "8"],
+    # the demo's LR (0.003, chosen at S=4) at the S=8 grid and FCOS's CPU-seconds
+    "demo_s8_ignore_iou_20_epochs_lr005": [*S8_IGNORE, "--trainer.max_epochs", "20", "--model.lr", "0.005"],
 }  # fmt: skip
 # every option pins S=4, no ignore rule and the pool head first (later values win): a run named for an option
 # measures it
@@ -206,6 +208,9 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "S=8 ignore_iou s2d_s8 (demo now)": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8"),
     "S=8 ignore_iou s2d_s8 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_20_epochs"),
     "S=8 ignore_iou s2d_s8 17 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs"),
+    "S=8 ignore_iou s2d_s8 17 epochs batch 8": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs_batch8"),
+    "S=8 ignore_iou 20 epochs batch 8": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_batch8"),
+    "S=8 ignore_iou 20 epochs lr 0.005": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr005"),
     "FCOS": ("comparator_runs", "fcos_synthetic"),
 }
 
@@ -263,6 +268,10 @@ BCCD_GRID_OPTIONS = {  # the bccd panel of the same plot
     "416 px S=26 40 epochs": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_40_epochs"),
     "416 px S=26 s2d_s8 36 epochs": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_s2d_s8"),
     "416 px S=26 40 epochs mosaic": ("bccd_runs", "efficientnet_lite0_all_predictors_ignore_iou_416_40_epochs_mosaic"),
+    "416 px S=26 40 epochs mosaic close_mosaic 10 (config now)": (
+        "bccd_runs",
+        "efficientnet_lite0_all_predictors_ignore_iou_416_40_epochs_mosaic_close10",
+    ),
     "FCOS 320 px": ("comparator_runs", "fcos_bccd"),
     "FCOS 416 px": ("comparator_runs", "fcos_bccd_416"),
 }
@@ -378,8 +387,12 @@ COMPARATORS = {  # name: (dataset, config, epochs, config overrides): torchvisio
     # epochs would not fit the 20-minute budget and the cosine would never anneal; 28 do at 320 px, 18 at
     # 416 px (the schedule fits the budget, as for gridyolo's runs)
     "fcos_bccd": ("bccd", "configs/bccd_lite0.yaml", 28, FCOS_BCCD_320),
-    "fcos_bccd_416": ("bccd", "configs/bccd_lite0.yaml", 18,
-                      ["data.input_size=416", "data.augment.flip_vertical=0.0", *FCOS_NO_MOSAIC]),
+    "fcos_bccd_416": (
+        "bccd",
+        "configs/bccd_lite0.yaml",
+        18,
+        ["data.input_size=416", "data.augment.flip_vertical=0.0", *FCOS_NO_MOSAIC],
+    ),
     "fcos_synthetic": ("synthetic", "configs/demo.yaml", None, []),
 }
 
