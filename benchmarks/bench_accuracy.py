@@ -99,6 +99,7 @@ SYNTHETIC_OPTIONS = {  # the demo config at S=4; "demo" itself with YOLOv1's los
     "demo_s8_ignore_iou_20_epochs_batch8": [*S8_IGNORE, "--trainer.max_epochs", "20", "--data.batch_size", "8"],
     # the demo's LR (0.003, chosen at S=4) at the S=8 grid and FCOS's CPU-seconds
     "demo_s8_ignore_iou_20_epochs_lr005": [*S8_IGNORE, "--trainer.max_epochs", "20", "--model.lr", "0.005"],
+    "demo_s8_ignore_iou_20_epochs_lr002": [*S8_IGNORE, "--trainer.max_epochs", "20", "--model.lr", "0.002"],
 }  # fmt: skip
 # every option pins S=4, no ignore rule and the pool head first (later values win): a run named for an option
 # measures it
@@ -211,6 +212,7 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "S=8 ignore_iou s2d_s8 17 epochs batch 8": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs_batch8"),
     "S=8 ignore_iou 20 epochs batch 8": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_batch8"),
     "S=8 ignore_iou 20 epochs lr 0.005": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr005"),
+    "S=8 ignore_iou 20 epochs lr 0.002": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr002"),
     "FCOS": ("comparator_runs", "fcos_synthetic"),
 }
 
