@@ -211,11 +211,11 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "S=8 ignore_iou s2d_s8 (demo now)": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8"),
     "S=8 ignore_iou s2d_s8 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_20_epochs"),
     "S=8 ignore_iou s2d_s8 17 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs"),
-    "S=8 ignore_iou s2d_s8 17 epochs batch 8": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs_batch8"),
-    "S=8 ignore_iou 20 epochs batch 8": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_batch8"),
-    "S=8 ignore_iou 20 epochs lr 0.005": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr005"),
-    "S=8 ignore_iou 20 epochs lr 0.002": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr002"),
-    "S=8 ignore_iou 20 epochs lambda_coord 10": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_coord10"),
+    "S=8 ignore_iou s2d_s8 17 epochs_batch 8": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs_batch8"),
+    "S=8 ignore_iou 20 epochs_batch 8": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_batch8"),
+    "S=8 ignore_iou 20 epochs_lr 0.005": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr005"),
+    "S=8 ignore_iou 20 epochs_lr 0.002": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr002"),
+    "S=8 ignore_iou 20 epochs_coord weight 10": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_coord10"),
     "FCOS": ("comparator_runs", "fcos_synthetic"),
 }
 
