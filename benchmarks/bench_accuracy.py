@@ -164,7 +164,8 @@ def plot(table: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    # the legend (one line per run, beside the axes) sets the height: every run stays in the picture
+    fig, ax = plt.subplots(figsize=(10, max(4.5, 0.2 * (len(table) + 2))))
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more runs than the default 10 colours
     for name, row in table.items():
         minutes, map50 = zip(*row["map50_vs_minutes"]) if row["map50_vs_minutes"] else ((), ())
@@ -176,7 +177,7 @@ def plot(table: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)  # many runs: beside the axes
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend beside the axes is part of the picture
     plt.close(fig)
 
 
