@@ -143,7 +143,7 @@ class DetectionDataModule(L.LightningDataModule):
         transform = TrainTransform(self.input_size, self.resize_mode, self.augment, seed=self.seed)
         trainer = self.trainer
         first_epochs = None
-        if self.augment.close_mosaic > 0:
+        if self.augment.close_mosaic > 0 and self.augment.mosaic > 0:  # the same condition as the CLI's check
             first_epochs = mosaic_epochs(self.augment.close_mosaic, trainer.max_epochs if trainer is not None else None)
         dataset = DetectionDataset(self.train_reader, transform, seed=self.seed, mosaic_epochs=first_epochs)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
