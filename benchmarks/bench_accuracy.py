@@ -96,7 +96,6 @@ SYNTHETIC_OPTIONS = {  # the demo config at S=4; "demo" itself with YOLOv1's los
     # half the batch: twice the optimizer steps per epoch (600 training images: 75 instead of 37)
     "demo_s8_ignore_iou_s2d_s8_17_epochs_batch8": [*S8_IGNORE, *S2D_S8, "--trainer.max_epochs", "17",
                                                     "--data.batch_size", "8"],
-    "demo_s8_ignore_iou_20_epochs_batch8": [*S8_IGNORE, "--trainer.max_epochs", "20", "--data.batch_size", "8"],
     # the demo's LR (0.003, chosen at S=4) at the S=8 grid and FCOS's CPU-seconds
     "demo_s8_ignore_iou_20_epochs_lr005": [*S8_IGNORE, "--trainer.max_epochs", "20", "--model.lr", "0.005"],
     "demo_s8_ignore_iou_20_epochs_lr002": [*S8_IGNORE, "--trainer.max_epochs", "20", "--model.lr", "0.002"],
@@ -213,7 +212,6 @@ GRID_OPTIONS = {  # what the grid-head plot shows: {label: (results key, run nam
     "S=8 ignore_iou s2d_s8 20 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_20_epochs"),
     "S=8 ignore_iou s2d_s8 17 epochs": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs"),
     "S=8 ignore_iou s2d_s8 17 epochs_batch 8": ("synthetic_runs", "demo_s8_ignore_iou_s2d_s8_17_epochs_batch8"),
-    "S=8 ignore_iou 20 epochs_batch 8": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_batch8"),
     "S=8 ignore_iou 20 epochs_lr 0.005": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr005"),
     "S=8 ignore_iou 20 epochs_lr 0.002": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_lr002"),
     "S=8 ignore_iou 20 epochs_coord weight 10": ("synthetic_runs", "demo_s8_ignore_iou_20_epochs_coord10"),
