@@ -22,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from gridyolo.core.targets import BatchTargets
+
 # Logit clamp for encode_raw: sigmoid(±16) is within 1.2e-7 of 0 / 1, below float32 resolution near 1.
 _LOGIT_LIMIT = 16.0
 
@@ -114,12 +116,16 @@ def assign_cells(boxes: Tensor, labels: Tensor, batch: Tensor, grid_size: int) -
 
 
 def flatten_targets(
-    targets: list[dict[str, Tensor]], input_hw: tuple[int, int], device: torch.device
+    targets: BatchTargets | list[dict[str, Tensor]], input_hw: tuple[int, int], device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Concatenate ragged per-image targets (xyxy input pixels) into ``(boxes as fractions [M, 4],
-    labels [M], batch index [M])``."""
+    labels [M], batch index [M])``. A packed ``BatchTargets`` is already concatenated: three copies at most."""
     height, width = input_hw
     scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=device)
+    if isinstance(targets, BatchTargets):
+        boxes = targets.boxes.to(device=device, dtype=torch.float32).reshape(-1, 4)
+        labels = targets.labels.to(device=device, dtype=torch.int64).reshape(-1)
+        return boxes / scale, labels, targets.image_index.to(device=device, dtype=torch.int64)
     boxes = [t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) for t in targets]
     labels = [t["labels"].to(device=device, dtype=torch.int64).reshape(-1) for t in targets]
     batch = [torch.full((len(lab),), i, dtype=torch.int64, device=device) for i, lab in enumerate(labels)]
@@ -127,6 +133,13 @@ def flatten_targets(
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return torch.zeros(0, 4, device=device), empty, empty
     return torch.cat(boxes) / scale, torch.cat(labels), torch.cat(batch)
+
+
+def box_counts(targets: BatchTargets | list[dict[str, Tensor]]) -> list[int]:
+    """Boxes per image, from host-side sizes only (no device sync)."""
+    if isinstance(targets, BatchTargets):
+        return list(targets.counts)
+    return [int(t["labels"].reshape(-1).shape[0]) for t in targets]
 
 
 def paired_box_iou(a: Tensor, b: Tensor) -> Tensor:

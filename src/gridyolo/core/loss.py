@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import (
     box_convert,
-    box_iou,
     complete_box_iou_loss,
     distance_box_iou_loss,
     generalized_box_iou_loss,
 )
 
-from gridyolo.core.grid import activate, assign_cells, cell_boxes, flatten_targets, paired_box_iou
+from gridyolo.core.grid import activate, assign_cells, box_counts, cell_boxes, flatten_targets, paired_box_iou
+from gridyolo.core.targets import BatchTargets
 
 BOX_LOSSES = ("sse", "giou", "diou", "ciou", "sse+giou", "sse+diou", "sse+ciou")
 _IOU_LOSSES = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}
@@ -104,7 +104,9 @@ class YoloV1Loss(nn.Module):
         self.lambda_noobj = lambda_noobj
         self.box_loss, self.conf_loss, self.class_loss = box_loss, conf_loss, class_loss
 
-    def forward(self, raw: Tensor, targets: list[dict[str, Tensor]], input_hw: tuple[int, int]) -> dict[str, Tensor]:
+    def forward(
+        self, raw: Tensor, targets: BatchTargets | list[dict[str, Tensor]], input_hw: tuple[int, int]
+    ) -> dict[str, Tensor]:
         expected = (self.grid_size, self.grid_size, self.num_boxes * 5 + self.num_classes)
         if tuple(raw.shape[1:]) != expected:
             raise ValueError(f"raw grid has shape {tuple(raw.shape)}, expected (N, {', '.join(map(str, expected))})")
@@ -142,7 +144,8 @@ class YoloV1Loss(nn.Module):
         responsible[cells.batch[m], cells.row[m], cells.col[m], resp] = True  # (cell, predictor) pairs are unique
         negative = ~responsible
         if self.ignore_iou is not None:
-            negative &= ~self._overlaps_an_object(cell_boxes(pred.xy, pred.sqrt_wh).detach(), boxes, batch)
+            negative &= ~self._overlaps_an_object(cell_boxes(pred.xy, pred.sqrt_wh).detach(), boxes, batch,
+                                                  box_counts(targets))
         if self.conf_loss == "sse":
             obj = ((conf[m, resp] - iou[m, resp]) ** 2).sum()
             noobj = (pred.conf[negative] ** 2).sum()
@@ -168,16 +171,37 @@ class YoloV1Loss(nn.Module):
         return terms
 
 
-    def _overlaps_an_object(self, pred_boxes: Tensor, boxes: Tensor, batch: Tensor) -> Tensor:
+    def _overlaps_an_object(self, pred_boxes: Tensor, boxes: Tensor, batch: Tensor, counts: list[int]) -> Tensor:
         """``[N, S, S, B]``: whether each predicted box (xyxy fractions) has IoU > ``ignore_iou`` with an
-        object of its own image (``boxes`` ``[M, 4]``, ``batch`` ``[M]``)."""
+        object of its own image (``boxes`` ``[M, 4]`` image by image, ``batch`` ``[M]``, ``counts`` the boxes
+        per image). All images at once: each image's objects padded to the most any image has (a host-side
+        number, so no device sync), the padding masked out of the maximum."""
         n, s1, s2, b, _ = pred_boxes.shape
         flat = pred_boxes.reshape(n, s1 * s2 * b, 4)
-        overlaps = torch.zeros(n, s1 * s2 * b, dtype=torch.bool, device=pred_boxes.device)
-        for image in batch.unique().tolist():  # a handful of objects per image: one small all-pairs IoU each
-            best = box_iou(flat[image], boxes[batch == image]).amax(dim=1)
-            overlaps[image] = best > self.ignore_iou
-        return overlaps.reshape(n, s1, s2, b)
+        most = max(counts, default=0)
+        if most == 0:
+            return torch.zeros(n, s1, s2, b, dtype=torch.bool, device=pred_boxes.device)
+        starts = torch.tensor([0, *counts[:-1]], device=boxes.device).cumsum(0)
+        slot = torch.arange(len(boxes), device=boxes.device) - starts[batch]
+        padded = boxes.new_zeros(n, most, 4)
+        padded[batch, slot] = boxes
+        valid = torch.zeros(n, most, dtype=torch.bool, device=boxes.device)
+        valid[batch, slot] = True
+        best = _batched_box_iou(flat, padded).masked_fill(~valid[:, None, :], -1.0).amax(dim=2)
+        return (best > self.ignore_iou).reshape(n, s1, s2, b)
+
+
+def _batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """torchvision's ``box_iou`` for each image of a batch: ``[N, P, 4]`` and ``[N, K, 4]`` xyxy to
+    ``[N, P, K]``, element for element the same arithmetic (so the same floats as one call per image)."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    lt = torch.max(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
+    rb = torch.min(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, :, None] + area2[:, None, :] - inter
+    return inter / union
 
 
 def _at_least(boxes: Tensor, size: float = 1e-6) -> Tensor:

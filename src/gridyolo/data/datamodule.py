@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.carve import carve_validation
-from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections
+from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections, loader_worker_init
 from gridyolo.data.image_scan import FATAL, check_images
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
@@ -155,6 +155,8 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_detections,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=loader_worker_init,
+            pin_memory=self._on_gpu(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -165,7 +167,15 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_detections,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=loader_worker_init,
+            pin_memory=self._on_gpu(),
         )
+
+    def _on_gpu(self) -> bool:
+        """Batches in page-locked memory when training on CUDA: the copy to the GPU is then asynchronous."""
+        root = getattr(self.trainer, "strategy", None) if self.trainer is not None else None
+        device = getattr(root, "root_device", None)
+        return device is not None and getattr(device, "type", None) == "cuda"
 
 
 def mosaic_epochs(close_mosaic: int, max_epochs: int | None) -> int:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler, get_worker_info
 
 from gridyolo.core.letterbox import EvalTransform
+from gridyolo.core.targets import BatchTargets
 from gridyolo.data.base import DetectionReader
 
 if TYPE_CHECKING:  # the augmenting transform (albumentations) is not needed to evaluate
@@ -78,9 +79,11 @@ class DetectionDataset(Dataset):
             mosaic_items = None
             if self._mosaic_now():
                 others = self._rng.integers(0, len(self.reader), 3).tolist()
+                # the three others are read only when this call's Mosaic draw will use them (at mosaic 0.5,
+                # half of the items): the draw is made either way, so the stream stays the same
                 mosaic_items = [
                     self.transform.prepare(s.image, s.boxes, s.labels) for s in map(self.reader.__getitem__, others)
-                ]
+                ] if self.transform.mosaic_will_apply() else []  # fmt: skip
             image, boxes, labels = self.transform(sample.image, sample.boxes, sample.labels, mosaic_items)
             params = np.full(4, np.nan, dtype=np.float32)
         else:
@@ -131,8 +134,16 @@ class EpochShuffleSampler(DistributedSampler):
 
 def collate_detections(
     batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
-) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+) -> tuple[torch.Tensor, BatchTargets]:
     """Stack images to ``uint8 [N, 3, S, S]`` (the model normalizes on its device: 4x less to copy)
-    and keep the ragged targets as a list of dicts."""
+    and pack the ragged targets (``core.targets.BatchTargets``, which reads as the list of per-image dicts)."""
     images = torch.stack([item[0] for item in batch])
-    return images, [item[1] for item in batch]
+    return images, BatchTargets.from_items([item[1] for item in batch])
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """OpenCV single-threaded in a loader worker (as Ultralytics does): the workers are the parallelism,
+    and N workers each starting a thread per core oversubscribe the CPU (torch already sets 1 thread)."""
+    import cv2
+
+    cv2.setNumThreads(1)

@@ -144,14 +144,34 @@ class TrainTransform:
         """Returns ``(image uint8 [S, S, 3], boxes float32 [K, 4] xyxy input px, labels int64 [K])``.
 
         Mosaic (when configured) applies only to a call given ``mosaic_items``: without them (the epochs
-        after ``close_mosaic``, a one-image dataset) the sample is the image alone."""
+        after ``close_mosaic``, a one-image dataset, a call whose draw ``mosaic_will_apply`` said fails) the
+        sample is the image alone."""
         data = self.prepare(image, boxes, labels)
         if self._mosaic is not None:
-            self._mosaic.p = self.augment.mosaic if mosaic_items else 0.0  # its draw still happens: same stream
+            # items: Mosaic draws (and applies on success); ``[]`` while ``mosaic_will_apply()`` is False: the
+            # draw still happens and fails, so the stream is the one of a call given items (the dataset reads
+            # none then); ``None`` or ``[]`` otherwise: no draw, no Mosaic
+            drawn = mosaic_items is not None and (len(mosaic_items) > 0 or not self.mosaic_will_apply())
+            self._mosaic.p = self.augment.mosaic if drawn else 0.0
             data["mosaic_metadata"] = mosaic_items or []
         out = self.compose(**data)
         out_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         return out["image"], out_boxes, np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+
+    def mosaic_will_apply(self) -> bool:
+        """Whether the next call given Mosaic items will use them. albumentations' Mosaic decides with one
+        draw of its own Python generator (``random() < p``); that draw is made here on its state, which is
+        then put back, so the call draws the same number."""
+        if self._mosaic is None or self.augment.mosaic <= 0:
+            return False
+        if self.augment.mosaic >= 1:
+            return True
+        generator = self._mosaic.py_random
+        state = generator.getstate()
+        try:
+            return generator.random() < self.augment.mosaic
+        finally:
+            generator.setstate(state)
 
     def set_seed(self, seed: int) -> None:
         """Re-seed albumentations' own generator (it ignores numpy/torch global seeds)."""
