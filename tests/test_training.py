@@ -45,6 +45,7 @@ def test_module_steps_with_a_mocked_trainer(tiny_root):
     trainer.global_rank = 0
     trainer.strategy.broadcast = lambda obj, src=0: obj
     trainer.optimizers = [MagicMock(param_groups=[{"lr": 0.01}])]
+    trainer.global_step, trainer.log_every_n_steps = 0, 50  # the first step is one the loggers write
     module.trainer = trainer
     batch = next(iter(data.train_dataloader()))
     loss = module.training_step(batch, 0)

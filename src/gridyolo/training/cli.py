@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,11 +67,22 @@ class RunPlacement:
 
 
 class ProgressBar(TQDMProgressBar):
-    """Lightning's bar (ETA included) without the logger version number."""
+    """Lightning's bar (ETA included) without the logger version number, with the training step's loss
+    terms and LR read from the module at most every ``progress_refresh_s`` (each read waits for a GPU)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._values: dict[str, float] = {}
+        self._read_at = -math.inf
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
+        if trainer.training and hasattr(pl_module, "progress_values"):
+            now = time.monotonic()
+            if now - self._read_at >= getattr(pl_module, "progress_refresh_s", 0.0):
+                self._values, self._read_at = pl_module.progress_values(), now
+            items = {**{k: f"{v:.3g}" for k, v in self._values.items()}, **items}
         return items
 
 

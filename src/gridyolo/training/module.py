@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import lightning as L
@@ -22,30 +21,16 @@ from torch.optim.swa_utils import AveragedModel
 
 from gridyolo.core.decode import decode_targets_batch
 from gridyolo.core.loss import Assign, BoxLoss, ClassLoss, ConfLoss, YoloV1Loss
+from gridyolo.core.targets import BatchTargets
 from gridyolo.errors import GridyoloError
 from gridyolo.evaluation import coco_ground_truth
 from gridyolo.evaluation.scoring import coco_scores
 from gridyolo.input_guards import check_input_size
 from gridyolo.models import backbone_stride, build_detector, stem_layers
 from gridyolo.models.checkpoint import ModelMeta
+from gridyolo.training.ema import EmaUpdater, ema_multi_avg_fn
+from gridyolo.training.finite_check import FiniteLossCheck, NonFiniteLossError  # noqa: F401 (its home before)
 from gridyolo.training.optim import build_optimizer, lr_lambda
-
-
-class NonFiniteLossError(GridyoloError):
-    """The loss became NaN or infinite; training stops and the last good checkpoint stays."""
-
-
-def _ema_update(decay: float, tau: float):
-    """EMA with a warm-up (decay grows from 0 to ``decay`` over ~``tau`` updates), as in Ultralytics."""
-
-    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
-        if not ema_params[0].is_floating_point():  # BatchNorm's num_batches_tracked: copy, do not average
-            torch._foreach_copy_(ema_params, params)
-            return
-        d = decay * (1 - math.exp(-float(num_averaged) / tau))
-        torch._foreach_lerp_(ema_params, params, 1 - d)
-
-    return update
 
 
 class GridYoloModule(L.LightningModule):
@@ -81,6 +66,8 @@ class GridYoloModule(L.LightningModule):
         conf_threshold, iou_threshold, max_detections: decoding during validation.
         eval_backend: ``auto``, ``pycocotools`` or ``faster_coco_eval``.
     """
+
+    progress_refresh_s = 0.5  # the progress bar reads the loss values at most this often
 
     def __init__(
         self,
@@ -146,9 +133,12 @@ class GridYoloModule(L.LightningModule):
         self.ema: AveragedModel | None = None
         if ema_decay:
             self.ema = AveragedModel(
-                self.model, multi_avg_fn=_ema_update(ema_decay, ema_warmup_steps), use_buffers=True
+                self.model, multi_avg_fn=ema_multi_avg_fn(ema_decay, ema_warmup_steps), use_buffers=True
             )
             self.ema.requires_grad_(False)
+        self.ema_updater = EmaUpdater(ema_decay, ema_warmup_steps) if ema_decay else None
+        self.finite_check = FiniteLossCheck()
+        self.latest_losses: dict[str, Tensor] = {}  # the last training step's terms, on its device
         self._predictions: dict[int, dict[str, Tensor]] = {}
         self._ground_truth: dict | None = None
         self.last_metrics: dict[str, Any] = {}
@@ -166,6 +156,7 @@ class GridYoloModule(L.LightningModule):
         )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.finite_check.raise_pending()  # never a checkpoint of a step that a GPU's loss check let through
         checkpoint["gridyolo"] = self.meta.to_dict()
         if self.schedule_steps is not None:
             checkpoint["gridyolo_schedule"] = {"total_steps": self.schedule_steps[0],
@@ -211,25 +202,50 @@ class GridYoloModule(L.LightningModule):
             for param in self.model.backbone.parameters():
                 param.grad = None
 
-    def training_step(self, batch: tuple[Tensor, list[dict[str, Tensor]]], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, BatchTargets | list[dict[str, Tensor]]], batch_idx: int) -> Tensor:
         images, targets = batch
         losses = self.loss_fn(self.model(self._layout(images)), targets, tuple(images.shape[-2:]))
-        if not torch.isfinite(losses["total"]):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.current_epoch} step {self.global_step}: {terms}; "
-                "training stopped, the last good checkpoint is kept (try a lower --model.lr)"
-            )
-        self.log_dict({k: v for k, v in losses.items() if k != "total"}, prog_bar=True, batch_size=len(images))
-        self.log("loss", losses["total"], prog_bar=True, batch_size=len(images))
+        self.finite_check.check(losses, self.current_epoch, self.global_step)
         # the epoch mean over all batches (and ranks): what the run history and metrics.csv record
         self.log("train/loss", losses["total"], on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], prog_bar=True, batch_size=len(images))
+        # Lightning turns every progress-bar value into a Python number after every later batch of the epoch
+        # too (a device read each on a GPU), and a float logged on a GPU is a blocking copy: the step's terms
+        # go to the loggers on the steps they write, and to the progress bar through ``progress_values``
+        self.latest_losses = {k: v.detach() for k, v in losses.items()}
+        if self._loggers_write_this_step():
+            self.log_dict({k: v for k, v in losses.items() if k != "total"}, batch_size=len(images))
+            self.log("loss", losses["total"], batch_size=len(images))
+            self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=len(images))
         return losses["total"]
+
+    def _loggers_write_this_step(self) -> bool:
+        """Lightning's rule for the loggers: the first step and every ``log_every_n_steps``-th."""
+        every = getattr(self.trainer, "log_every_n_steps", 1) or 1
+        return self.global_step == 0 or (self.global_step + 1) % every == 0
+
+    def progress_values(self) -> dict[str, float]:
+        """The last step's loss terms and the learning rate as numbers, for the progress bar (one device
+        read per call; ``training.cli.ProgressBar`` calls it at most every ``progress_refresh_s``)."""
+        values = {("loss" if k == "total" else k): float(v) for k, v in self.latest_losses.items()}
+        if self.latest_losses and self.trainer is not None and self.trainer.optimizers:
+            values["lr"] = float(self.trainer.optimizers[0].param_groups[-1]["lr"])
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self.finite_check.raise_pending()
+
+    def on_validation_epoch_start(self) -> None:
+        self.finite_check.raise_pending()
+        self._predictions = {}
+
+    # -- the EMA ------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.ema_updater is not None:
+            self.ema_updater.reset()  # weights may have been restored or moved since
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema_updater.update(self.ema, self.model)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -266,16 +282,13 @@ class GridYoloModule(L.LightningModule):
             raw, hp.num_boxes, input_hw, targets, hp.conf_threshold, hp.iou_threshold, hp.max_detections
         )
 
-    def validation_step(self, batch: tuple[Tensor, list[dict[str, Tensor]]], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, BatchTargets | list[dict[str, Tensor]]], batch_idx: int) -> None:
         images, targets = batch
         raw = self.eval_model(self._layout(images))
         losses = self.loss_fn(raw, targets, tuple(images.shape[-2:]))
         self.log("val/loss", losses["total"], batch_size=len(images), sync_dist=True)
         for target, det in zip(targets, self.decode(raw, targets, tuple(images.shape[-2:]))):
             self._predictions[int(target["image_id"])] = {k: v.cpu() for k, v in det.items()}
-
-    def on_validation_epoch_start(self) -> None:
-        self._predictions = {}
 
     def on_validation_epoch_end(self) -> None:
         predictions = self._predictions
