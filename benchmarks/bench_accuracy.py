@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import DATA, RESULTS, ROOT, record
+from common import DATA, RESULTS, ROOT, provenance, record
 
 from gridyolo.files import new_run_dir, write_json
 
@@ -379,6 +379,7 @@ def train_and_test(name: str, config: str, extra: list[str], data_root: Path, da
     row["run"] = str(run_dir.relative_to(ROOT))
     row["map50_vs_minutes"] = map50_vs_minutes(run_dir)
     row["train_args"] = " ".join([config, *extra])
+    row["provenance"] = provenance(row["train_args"])
     return row
 
 
@@ -412,6 +413,7 @@ def run_comparator(name: str, seed: int, minutes: float) -> dict:
     subprocess.run(cmd, cwd=ROOT, check=True)
     row = json.loads((run_dir / "metrics.json").read_text())
     row["run"] = str(run_dir.relative_to(ROOT))
+    row["provenance"] = provenance(" ".join([config, *(f"--set={item}" for item in overrides)]))
     return row
 
 

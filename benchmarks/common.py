@@ -3,10 +3,12 @@ machine facts, and the results file every benchmark adds its keys to."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -53,10 +55,39 @@ def machine() -> dict:
     return info
 
 
+def config_sha256(args: str) -> str | None:
+    """sha256 of what a run's arguments resolve to: each ``configs/*.yaml`` they name, as it is now, and the
+    arguments themselves. A run row keeps it; when the config changes later the row no longer matches
+    (``tests/test_benchmark_records.py`` then asks for the row to be re-measured or marked stale)."""
+    parts = args.split()
+    files = [ROOT / part for part in parts if part.startswith("configs/") and part.endswith((".yaml", ".yml"))]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    digest.update(" ".join(parts).encode())
+    return digest.hexdigest()
+
+
+def provenance(args: str | None = None) -> dict:
+    """Where and from what a number was measured: the commit (and whether the tree had changes), the
+    machine, when, and the resolved config's hash for a run."""
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+    out = {"commit": git("rev-parse", "--short=12", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "src",
+           "configs", "benchmarks")), "machine": machine(), "recorded": time.strftime("%Y-%m-%d")}  # fmt: skip
+    if args is not None:
+        out["config_sha256"] = config_sha256(args)
+    return out
+
+
 def record(key: str, value: object, command: str, **details: object) -> None:
-    """Add or replace ``key`` in results.json, with the command that produced it."""
+    """Add or replace ``key`` in results.json, with the command that produced it and its provenance."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[key] = {"value": value, "command": command, **details}
+    results[key] = {"value": value, "command": command, **details, "provenance": provenance()}
     results["machine"] = machine()
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -158,3 +158,17 @@ def overfit_run(bccd_root, tmp_path_factory):
     assert main(["train", "--config", str(config), "--project", str(tmp / "runs")]) == 0
     run = tmp / "runs" / "exp"
     return {"root": root, "run": run, "weights": run / "weights" / "best.ckpt"}
+
+
+class CountingReader:
+    """A reader that records which indices were read (``reads``), delegating to ``reader``."""
+
+    def __init__(self, reader, reads: list[int]) -> None:
+        self.reader, self.reads = reader, reads
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int):
+        self.reads.append(index)
+        return self.reader[index]

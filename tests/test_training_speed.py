@@ -11,6 +11,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
+from conftest import CountingReader
 from gridyolo.core.loss import YoloV1Loss
 from gridyolo.core.targets import BatchTargets
 from gridyolo.data.dataset import DetectionDataset, collate_detections
@@ -87,23 +88,13 @@ def test_reading_mosaic_partners_only_when_used_keeps_every_sample(bccd_reader):
     item is pixel for pixel and box for box what reading them always gave."""
     reads = []
 
-    class CountingReader:
-        def __init__(self, reader):
-            self.reader = reader
-
-        def __len__(self):
-            return len(self.reader)
-
-        def __getitem__(self, index):
-            reads.append(index)
-            return self.reader[index]
-
     class AlwaysReads(TrainTransform):  # the behaviour before: every item read its three partners
         def mosaic_will_apply(self) -> bool:
             return True
 
     augment = AugmentConfig(mosaic=0.5)
-    lazy = DetectionDataset(CountingReader(bccd_reader), TrainTransform(160, "letterbox", augment, seed=3), seed=3)
+    lazy_transform = TrainTransform(160, "letterbox", augment, seed=3)
+    lazy = DetectionDataset(CountingReader(bccd_reader, reads), lazy_transform, seed=3)
     eager = DetectionDataset(bccd_reader, AlwaysReads(160, "letterbox", augment, seed=3), seed=3)
     mosaics = 0
     for index in range(24):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import CountingReader
 from gridyolo.core.letterbox import EvalTransform, boxes_to_input, boxes_to_original, letterbox
 from gridyolo.data.dataset import DetectionDataset, collate_detections
 from gridyolo.data.transforms import AugmentConfig, TrainTransform
@@ -76,20 +77,9 @@ def test_close_mosaic_ends_the_mosaics_at_its_epoch(bccd_reader):
     own image alone: one read, the same pixels and boxes as a run without Mosaic."""
     reads = []
 
-    class CountingReader:
-        def __init__(self, reader):
-            self.reader = reader
-
-        def __len__(self):
-            return len(self.reader)
-
-        def __getitem__(self, index):
-            reads.append(index)
-            return self.reader[index]
-
     still = dict(scale=0.0, translate=0.0, hue=0.0, saturation=1.0, exposure=1.0, flip=0.0, min_visibility=0.0)
     transform = TrainTransform(224, "stretch", AugmentConfig(**still, mosaic=1.0), seed=0)
-    dataset = DetectionDataset(CountingReader(bccd_reader), transform, mosaic_epochs=2)
+    dataset = DetectionDataset(CountingReader(bccd_reader, reads), transform, mosaic_epochs=2)
     plain = DetectionDataset(bccd_reader, TrainTransform(224, "stretch", AugmentConfig(**still), seed=0))
     for epoch in range(4):
         reads.clear()

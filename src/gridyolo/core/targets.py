@@ -2,8 +2,8 @@
 
 A loader worker hands each tensor of a batch to the main process through its own shared-memory segment,
 and each one is its own host-to-device copy: with a list of per-image dicts a batch of 64 is 320 of
-them (about 70 ms of the main process's time per batch on this project's CPU machine, BENCHMARKS.md,
-"GPU"); packed it is five. ``BatchTargets`` still reads as the list of per-image dicts it replaces
+them (about 70 ms of the main process's time per batch of 64 on a 2-core CPU, BENCHMARKS.md, "GPU");
+packed it is six. ``BatchTargets`` still reads as the list of per-image dicts it replaces
 (``targets[i]["boxes"]``, ``len``, iteration), each entry made of views into the packed tensors.
 """
 

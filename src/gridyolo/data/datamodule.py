@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from gridyolo.core.letterbox import EvalTransform
 from gridyolo.data.base import DetectionReader
 from gridyolo.data.carve import carve_validation
-from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections, loader_worker_init
+from gridyolo.data.dataset import DetectionDataset, EpochShuffleSampler, collate_detections
 from gridyolo.data.image_scan import FATAL, check_images
 from gridyolo.data.readers import build_reader
 from gridyolo.data.sample import DatasetInfo
@@ -155,7 +155,6 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_detections,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
-            worker_init_fn=loader_worker_init,
             pin_memory=self._on_gpu(),
         )
 
@@ -167,7 +166,6 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_detections,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=loader_worker_init,
             pin_memory=self._on_gpu(),
         )
 

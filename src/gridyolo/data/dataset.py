@@ -140,10 +140,3 @@ def collate_detections(
     images = torch.stack([item[0] for item in batch])
     return images, BatchTargets.from_items([item[1] for item in batch])
 
-
-def loader_worker_init(worker_id: int) -> None:
-    """OpenCV single-threaded in a loader worker (as Ultralytics does): the workers are the parallelism,
-    and N workers each starting a thread per core oversubscribe the CPU (torch already sets 1 thread)."""
-    import cv2
-
-    cv2.setNumThreads(1)
