@@ -11,6 +11,7 @@ from torchvision.ops import batched_nms
 
 from gridyolo.core.decode_settings import DEFAULT_CONF_THRESHOLD, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS
 from gridyolo.core.grid import activate, cell_boxes
+from gridyolo.core.targets import BatchTargets
 
 
 def decode_grid(
@@ -132,18 +133,20 @@ def decode_targets_batch(
     raw: Tensor,
     num_boxes: int,
     input_hw: tuple[int, int],
-    targets: list[dict[str, Tensor]],
+    targets: BatchTargets | list[dict[str, Tensor]],
     conf_threshold: float = DEFAULT_CONF_THRESHOLD,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
 ) -> list[dict[str, Tensor]]:
-    """``decode_grid`` for a loader batch: letterbox params and original sizes come from its targets."""
+    """``decode_grid`` for a loader batch: letterbox params and original sizes come from its targets
+    (a packed ``BatchTargets`` holds them stacked already)."""
+    packed = isinstance(targets, BatchTargets)
     return decode_grid(
         raw,
         num_boxes,
         input_hw,
-        letterbox=torch.stack([t["letterbox"] for t in targets]),
-        orig_sizes=torch.stack([t["orig_size"] for t in targets]),
+        letterbox=targets.letterbox if packed else torch.stack([t["letterbox"] for t in targets]),
+        orig_sizes=targets.orig_size if packed else torch.stack([t["orig_size"] for t in targets]),
         conf_threshold=conf_threshold,
         iou_threshold=iou_threshold,
         max_detections=max_detections,

@@ -39,16 +39,16 @@ class BatchTargets(Sequence):
 
     @classmethod
     def from_items(cls, items: Sequence[dict[str, Tensor]]) -> BatchTargets:
-        """Pack per-image dicts (``DetectionDataset``'s ``boxes``, ``labels``, ``image_id``, ``orig_size``,
-        ``letterbox``)."""
+        """Pack the per-image dicts of a batch (at least one; ``DetectionDataset``'s ``boxes``, ``labels``,
+        ``image_id``, ``orig_size``, ``letterbox``)."""
         counts = tuple(len(t["labels"]) for t in items)
         return cls(
-            boxes=torch.cat([t["boxes"].reshape(-1, 4) for t in items]) if items else torch.zeros(0, 4),
-            labels=torch.cat([t["labels"].reshape(-1) for t in items]) if items else torch.zeros(0, dtype=torch.int64),
+            boxes=torch.cat([t["boxes"].reshape(-1, 4) for t in items]),
+            labels=torch.cat([t["labels"].reshape(-1) for t in items]),
             image_index=torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts, dtype=torch.int64)),
-            image_id=torch.stack([t["image_id"] for t in items]) if items else torch.zeros(0, dtype=torch.int64),
-            orig_size=torch.stack([t["orig_size"] for t in items]) if items else torch.zeros(0, 2, dtype=torch.int64),
-            letterbox=torch.stack([t["letterbox"] for t in items]) if items else torch.zeros(0, 4),
+            image_id=torch.stack([t["image_id"] for t in items]),
+            orig_size=torch.stack([t["orig_size"] for t in items]),
+            letterbox=torch.stack([t["letterbox"] for t in items]),
             counts=counts,
         )
 

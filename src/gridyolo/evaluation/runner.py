@@ -45,7 +45,6 @@ def _predict_reader_stages(predictor: Any, reader: DetectionReader, batch_size: 
 
 
 def _predict_reader_torch(predictor: Any, reader: DetectionReader, batch_size: int, num_workers: int) -> dict:
-    import torch
     from torch.utils.data import DataLoader
 
     from gridyolo.core.letterbox import EvalTransform
@@ -56,8 +55,7 @@ def _predict_reader_torch(predictor: Any, reader: DetectionReader, batch_size: i
                         collate_fn=collate_detections)  # fmt: skip
     predictions = {}
     for images, targets in loader:
-        params = torch.stack([t["letterbox"] for t in targets])
-        sizes = torch.stack([t["orig_size"] for t in targets]).float()
+        params, sizes = targets.letterbox, targets.orig_size.float()  # collate_detections packs them
         detections = predictor.postprocess(predictor.predict_raw(images), params, sizes)
         for target, det in zip(targets, detections):
             predictions[int(target["image_id"])] = {k: v.cpu() for k, v in det.items()}
